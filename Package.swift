@@ -1,0 +1,67 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Layers (see DESIGN.md): ElasticCore and ElasticWire are pure (no sockets, files or clocks);
+// ElasticStorage and ElasticTransport do I/O; ElasticServices are thin shells; `elastic` is the CLI.
+let package = Package(
+    name: "elastic",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "elastic", targets: ["elastic"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+        .target(name: "ElasticCore"),
+        .target(name: "ElasticWire", dependencies: ["ElasticCore"]),
+        .target(name: "ElasticStorage", dependencies: ["CZstd"]),
+        .target(
+            name: "ElasticTransport",
+            dependencies: [
+                "ElasticWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ElasticServices",
+            dependencies: [
+                "ElasticCore", "ElasticWire", "ElasticTransport", "ElasticStorage",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "elastic",
+            dependencies: [
+                "ElasticServices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "ElasticCoreTests", dependencies: ["ElasticCore"]),
+        .testTarget(name: "ElasticWireTests", dependencies: ["ElasticWire"]),
+        .testTarget(name: "ElasticStorageTests", dependencies: ["ElasticStorage"]),
+        .testTarget(name: "ElasticTransportTests", dependencies: ["ElasticTransport", "ElasticServices"]),
+        .testTarget(name: "ElasticCLITests", dependencies: ["ElasticServices"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,366 @@
+/// Which workers the controller counts, and since which generation.
+///
+/// A value type that does no I/O, in the manner of `SWIM.Instance`: every input is a
+/// `mutating func onX(…) -> [Directive]` with the time passed in, and the shell carries out the
+/// directives (send a frame, close a session, append to the event log). Nothing here sleeps;
+/// `onTick` says when it wants to be called next.
+///
+/// States: a member is `alive` while it heartbeats; `suspect` at once when its connection drops
+/// (or after `suspectAfter` of silence); `dead` when it stays silent past `deadTimeout`, or stays
+/// disconnected past `reconnectGrace`. Every change of the member set (a join, a death, a leave)
+/// bumps the generation. A member is known by its incarnation, the generation its join created;
+/// once that incarnation is dead it is fenced for good and the worker must join again.
+public struct Membership: Sendable {
+    /// Timeouts of the failure detector. Every field has a default; `precondition`s keep them
+    /// consistent.
+    public struct Settings: Sendable, Equatable {
+        /// How often workers heartbeat. Told to every worker when it joins.
+        public var heartbeatInterval: Duration = .milliseconds(500) {
+            willSet { precondition(newValue > .zero, "heartbeatInterval must be positive") }
+        }
+        /// Silence after which an alive member becomes suspect.
+        public var suspectAfter: Duration = .seconds(1) {
+            willSet { precondition(newValue > .zero, "suspectAfter must be positive") }
+        }
+        /// Silence after which a member is declared dead.
+        public var deadTimeout: Duration = .seconds(2) {
+            willSet { precondition(newValue > .zero, "deadTimeout must be positive") }
+        }
+        /// How long a member whose connection dropped may take to reconnect and resume before
+        /// it is declared dead (never longer than `deadTimeout` allows).
+        public var reconnectGrace: Duration = .seconds(1) {
+            willSet { precondition(newValue >= .zero, "reconnectGrace must not be negative") }
+        }
+        /// The longest the shell may wait between two ticks.
+        public var maxTickInterval: Duration = .milliseconds(100) {
+            willSet { precondition(newValue > .zero, "maxTickInterval must be positive") }
+        }
+
+        public init() {}
+
+        /// Returns a sentence naming the inconsistent setting, or nil.
+        public var problem: String? {
+            if heartbeatInterval >= deadTimeout {
+                return "the heartbeat interval (\(heartbeatInterval.shortDescription)) must be shorter than the dead timeout (\(deadTimeout.shortDescription))"
+            }
+            if suspectAfter > deadTimeout {
+                return "suspect-after (\(suspectAfter.shortDescription)) must not exceed the dead timeout (\(deadTimeout.shortDescription))"
+            }
+            return nil
+        }
+    }
+
+    public enum State: String, Sendable, Equatable, CaseIterable {
+        case alive, suspect, dead, left
+    }
+
+    public enum SuspicionReason: String, Sendable, Equatable {
+        case connectionLost = "connection lost"
+        case silent = "missed heartbeats"
+    }
+
+    public enum DeathReason: String, Sendable, Equatable {
+        /// Disconnected and did not come back within the reconnect grace.
+        case disconnected = "disconnected and did not reconnect"
+        /// No heartbeat within the dead timeout.
+        case heartbeatTimeout = "no heartbeat within the dead timeout"
+        /// The same node joined again as a new member, so its old incarnation ends.
+        case replaced = "replaced by a new join of the same node"
+    }
+
+    public struct Member: Sendable, Equatable {
+        public let node: NodeID
+        /// The generation this member's join created; its session token.
+        public let incarnation: Generation
+        public var address: String
+        public var capacity: Capacity
+        public var state: State
+        public var lastHeard: Timestamp
+        public var joinedAt: Timestamp
+        /// Set while the member is suspect.
+        public var suspicion: (reason: SuspicionReason, since: Timestamp)?
+
+        public static func == (lhs: Member, rhs: Member) -> Bool {
+            lhs.node == rhs.node && lhs.incarnation == rhs.incarnation && lhs.address == rhs.address
+                && lhs.capacity == rhs.capacity && lhs.state == rhs.state && lhs.lastHeard == rhs.lastHeard
+                && lhs.joinedAt == rhs.joinedAt && lhs.suspicion?.reason == rhs.suspicion?.reason
+                && lhs.suspicion?.since == rhs.suspicion?.since
+        }
+    }
+
+    /// What became of an incarnation that is no longer a member: kept so its messages are
+    /// refused with a reason.
+    public struct Departure: Sendable, Equatable {
+        public let incarnation: Generation
+        public let state: State
+        public let atGeneration: Generation
+        public let reason: String
+    }
+
+    /// Why a message was refused. Every case carries what a user needs to act.
+    public enum Refusal: Sendable, Equatable {
+        /// The incarnation is dead (or left): the worker must join again as a new member.
+        case fenced(node: NodeID, incarnation: Generation, departure: Departure?)
+        /// The message belongs to a generation older than the current one.
+        case staleGeneration(message: Generation, current: Generation)
+        /// The message claims a generation the controller never issued.
+        case futureGeneration(message: Generation, current: Generation)
+
+        public var explanation: String {
+            switch self {
+            case let .fenced(node, incarnation, departure?):
+                return "member \(node) incarnation \(incarnation) was declared \(departure.state.rawValue) at generation \(departure.atGeneration) (\(departure.reason)); join again as a new member"
+            case let .fenced(node, incarnation, nil):
+                return "member \(node) incarnation \(incarnation) is not a member of this cluster; join again as a new member"
+            case let .staleGeneration(message, current):
+                return "message from generation \(message) refused: the cluster is at generation \(current)"
+            case let .futureGeneration(message, current):
+                return "message claims generation \(message), but the cluster is only at generation \(current)"
+            }
+        }
+    }
+
+    /// Something the shell must do or record.
+    public enum Directive: Sendable, Equatable {
+        /// Tell the node it is a member with this incarnation, at this generation.
+        case welcome(node: NodeID, incarnation: Generation, generation: Generation)
+        /// Answer a heartbeat with the current generation.
+        case acknowledge(node: NodeID, generation: Generation)
+        /// Refuse a message from this node; the shell replies with the explanation.
+        case refuse(node: NodeID, Refusal)
+        /// Close the connection of this incarnation, if it still has one, telling it why.
+        case closeSession(node: NodeID, incarnation: Generation, Refusal)
+        /// The member set changed: send the new view to every live member.
+        case broadcastView(generation: Generation)
+        /// Record in the event log.
+        case record(Event)
+        /// Call `onTick` again after this long at the latest.
+        case scheduleTick(after: Duration)
+    }
+
+    /// One line of the membership event log.
+    public enum Event: Sendable, Equatable {
+        case joined(node: NodeID, incarnation: Generation, address: String, generation: Generation)
+        case resumed(node: NodeID, incarnation: Generation, generation: Generation)
+        case suspected(node: NodeID, incarnation: Generation, reason: SuspicionReason, generation: Generation)
+        case recovered(node: NodeID, incarnation: Generation, generation: Generation)
+        /// `silentFor` is the time since the member was last heard from when it was declared dead.
+        case died(node: NodeID, incarnation: Generation, reason: DeathReason, silentFor: Duration, generation: Generation)
+        case left(node: NodeID, incarnation: Generation, generation: Generation)
+        case refused(node: NodeID, Refusal, generation: Generation)
+    }
+
+    public let settings: Settings
+    public private(set) var generation: Generation
+    /// Live members (alive or suspect), by node.
+    public private(set) var members: [NodeID: Member] = [:]
+    /// The last departed incarnation of each node (a node may be live again with a newer one).
+    public private(set) var departures: [NodeID: Departure] = [:]
+
+    public init(settings: Settings = Settings(), generation: Generation = .zero) {
+        self.settings = settings
+        self.generation = generation
+    }
+
+    /// Live members sorted by node id.
+    public var liveMembers: [Member] { members.values.sorted { $0.node < $1.node } }
+
+    // MARK: - Inputs
+
+    /// A node with a valid certificate says hello. With `resuming` set, it asks to continue an
+    /// earlier incarnation after a dropped connection; without, it joins as a new member.
+    public mutating func onJoin(
+        node: NodeID, address: String, capacity: Capacity, resuming: Generation?, now: Timestamp
+    ) -> [Directive] {
+        var directives: [Directive] = []
+        directives.reserveCapacity(4)
+        if let resuming {
+            if var member = members[node], member.incarnation == resuming {
+                let wasSuspect = member.state == .suspect
+                member.state = .alive
+                member.suspicion = nil
+                member.lastHeard = now
+                member.address = address
+                member.capacity = capacity
+                members[node] = member
+                directives.append(.record(.resumed(node: node, incarnation: resuming, generation: generation)))
+                if wasSuspect {
+                    directives.append(.record(.recovered(node: node, incarnation: resuming, generation: generation)))
+                }
+                directives.append(.welcome(node: node, incarnation: resuming, generation: generation))
+            } else {
+                let refusal = fencing(node: node, incarnation: resuming)
+                directives.append(.record(.refused(node: node, refusal, generation: generation)))
+                directives.append(.refuse(node: node, refusal))
+            }
+            return directives
+        }
+
+        generation = generation.next
+        if let old = members.removeValue(forKey: node) {
+            let departure = Departure(
+                incarnation: old.incarnation, state: .dead, atGeneration: generation,
+                reason: DeathReason.replaced.rawValue)
+            departures[node] = departure
+            directives.append(.record(.died(
+                node: node, incarnation: old.incarnation, reason: .replaced,
+                silentFor: now.since(old.lastHeard), generation: generation)))
+            directives.append(.closeSession(
+                node: node, incarnation: old.incarnation,
+                .fenced(node: node, incarnation: old.incarnation, departure: departure)))
+        }
+        members[node] = Member(
+            node: node, incarnation: generation, address: address, capacity: capacity,
+            state: .alive, lastHeard: now, joinedAt: now, suspicion: nil)
+        directives.append(.record(.joined(node: node, incarnation: generation, address: address, generation: generation)))
+        directives.append(.welcome(node: node, incarnation: generation, generation: generation))
+        directives.append(.broadcastView(generation: generation))
+        return directives
+    }
+
+    /// A heartbeat from `incarnation`, which last saw `generation`. A heartbeat that is behind the
+    /// current generation still proves liveness (the view it lacks is on its way) and is answered
+    /// with the current generation; one from a fenced incarnation is refused.
+    public mutating func onHeartbeat(
+        node: NodeID, incarnation: Generation, generation messageGeneration: Generation, now: Timestamp
+    ) -> [Directive] {
+        var directives: [Directive] = []
+        directives.reserveCapacity(2)
+        switch admission(node: node, incarnation: incarnation, generation: messageGeneration, allowBehind: true) {
+        case .some(let refusal):
+            directives.append(.record(.refused(node: node, refusal, generation: generation)))
+            directives.append(.refuse(node: node, refusal))
+        case .none:
+            var member = members[node]!
+            member.lastHeard = now
+            if member.state == .suspect, member.suspicion?.reason == .silent {
+                member.state = .alive
+                member.suspicion = nil
+                directives.append(.record(.recovered(node: node, incarnation: incarnation, generation: generation)))
+            }
+            members[node] = member
+            directives.append(.acknowledge(node: node, generation: generation))
+        }
+        return directives
+    }
+
+    /// The connection of `incarnation` dropped: the member is suspect at once and has
+    /// `reconnectGrace` to resume.
+    public mutating func onDisconnect(node: NodeID, incarnation: Generation, now: Timestamp) -> [Directive] {
+        var directives: [Directive] = []
+        guard var member = members[node], member.incarnation == incarnation else { return directives }
+        if member.suspicion?.reason != .connectionLost {
+            member.state = .suspect
+            member.suspicion = (.connectionLost, now)
+            members[node] = member
+            directives.append(.record(.suspected(node: node, incarnation: incarnation, reason: .connectionLost, generation: generation)))
+        }
+        return directives
+    }
+
+    /// A graceful leave: the member is gone at once and the generation moves on.
+    public mutating func onLeave(
+        node: NodeID, incarnation: Generation, generation messageGeneration: Generation, now: Timestamp
+    ) -> [Directive] {
+        var directives: [Directive] = []
+        directives.reserveCapacity(4)
+        if let refusal = admission(node: node, incarnation: incarnation, generation: messageGeneration, allowBehind: true) {
+            directives.append(.record(.refused(node: node, refusal, generation: generation)))
+            directives.append(.refuse(node: node, refusal))
+            return directives
+        }
+        generation = generation.next
+        members[node] = nil
+        let departure = Departure(incarnation: incarnation, state: .left, atGeneration: generation, reason: "left the cluster")
+        departures[node] = departure
+        directives.append(.record(.left(node: node, incarnation: incarnation, generation: generation)))
+        directives.append(.closeSession(node: node, incarnation: incarnation, .fenced(node: node, incarnation: incarnation, departure: departure)))
+        directives.append(.broadcastView(generation: generation))
+        return directives
+    }
+
+    /// Advances the failure detector to `now`. All deaths found in one tick make one generation.
+    public mutating func onTick(now: Timestamp) -> [Directive] {
+        var directives: [Directive] = []
+        var dying: [(Member, DeathReason)] = []
+        var nextDeadline = now + settings.maxTickInterval
+        for node in members.keys.sorted() {
+            var member = members[node]!
+            let silence = now.since(member.lastHeard)
+            if silence > settings.deadTimeout {
+                dying.append((member, .heartbeatTimeout))
+                continue
+            }
+            if let suspicion = member.suspicion, suspicion.reason == .connectionLost,
+               now.since(suspicion.since) > settings.reconnectGrace {
+                dying.append((member, .disconnected))
+                continue
+            }
+            if member.state == .alive, silence > settings.suspectAfter {
+                member.state = .suspect
+                member.suspicion = (.silent, now)
+                members[node] = member
+                directives.append(.record(.suspected(node: node, incarnation: member.incarnation, reason: .silent, generation: generation)))
+            }
+            nextDeadline = min(nextDeadline, deadline(of: member))
+        }
+        if !dying.isEmpty {
+            generation = generation.next
+            for (member, reason) in dying {
+                members[member.node] = nil
+                let departure = Departure(incarnation: member.incarnation, state: .dead, atGeneration: generation, reason: reason.rawValue)
+                departures[member.node] = departure
+                directives.append(.record(.died(
+                    node: member.node, incarnation: member.incarnation, reason: reason,
+                    silentFor: now.since(member.lastHeard), generation: generation)))
+                directives.append(.closeSession(
+                    node: member.node, incarnation: member.incarnation,
+                    .fenced(node: member.node, incarnation: member.incarnation, departure: departure)))
+            }
+            directives.append(.broadcastView(generation: generation))
+        }
+        let wait = nextDeadline.since(now)
+        directives.append(.scheduleTick(after: max(wait, .milliseconds(1))))
+        return directives
+    }
+
+    // MARK: - Checks
+
+    /// Checks a message that acts on the current generation (a step report, a state transfer):
+    /// nil when it may be applied, else why it must be refused. Unlike heartbeats, such
+    /// messages are refused when they are from an older generation.
+    public func admission(node: NodeID, incarnation: Generation, generation messageGeneration: Generation) -> Refusal? {
+        admission(node: node, incarnation: incarnation, generation: messageGeneration, allowBehind: false)
+    }
+
+    private func admission(node: NodeID, incarnation: Generation, generation messageGeneration: Generation, allowBehind: Bool) -> Refusal? {
+        guard let member = members[node], member.incarnation == incarnation else {
+            return fencing(node: node, incarnation: incarnation)
+        }
+        if messageGeneration > generation {
+            return .futureGeneration(message: messageGeneration, current: generation)
+        }
+        if messageGeneration < incarnation || (!allowBehind && messageGeneration < generation) {
+            return .staleGeneration(message: messageGeneration, current: generation)
+        }
+        return nil
+    }
+
+    private func fencing(node: NodeID, incarnation: Generation) -> Refusal {
+        let departure = departures[node].flatMap { $0.incarnation == incarnation ? $0 : nil }
+        return .fenced(node: node, incarnation: incarnation, departure: departure)
+    }
+
+    /// The earliest time at which the detector would change this member's state.
+    private func deadline(of member: Member) -> Timestamp {
+        var deadline = member.lastHeard + settings.deadTimeout
+        if member.state == .alive {
+            deadline = min(deadline, member.lastHeard + settings.suspectAfter)
+        }
+        if let suspicion = member.suspicion, suspicion.reason == .connectionLost {
+            deadline = min(deadline, suspicion.since + settings.reconnectGrace)
+        }
+        // Strictly past the deadline: the comparisons above use `>`.
+        return deadline + .nanoseconds(1)
+    }
+}

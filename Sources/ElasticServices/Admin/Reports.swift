@@ -1,0 +1,118 @@
+import ElasticCore
+import ElasticWire
+import Foundation
+
+/// `elastic status` as a table or as JSON (the JSON field names are a stable interface).
+public struct StatusReport: Codable, Sendable, Equatable {
+    public struct Member: Codable, Sendable, Equatable {
+        public var node: String
+        public var state: String
+        public var incarnation: UInt64
+        /// The generation at which the member joined (live) or departed (dead, left).
+        public var sinceGeneration: UInt64
+        public var address: String
+        public var lastHeartbeatAgeMs: Int64?
+        public var cores: UInt32
+        public var memoryBytes: UInt64
+        public var gflops: Double
+        public var note: String
+    }
+
+    public var generation: UInt64
+    public var uptimeMs: Int64
+    public var heartbeatIntervalMs: Int64
+    public var deadTimeoutMs: Int64
+    public var members: [Member]
+
+    public init(_ status: ClusterStatus) {
+        generation = status.generation.value
+        uptimeMs = status.uptime.milliseconds
+        heartbeatIntervalMs = status.heartbeatInterval.milliseconds
+        deadTimeoutMs = status.deadTimeout.milliseconds
+        members = status.members.map {
+            let live = $0.state == .alive || $0.state == .suspect
+            return Member(
+                node: $0.node.value, state: $0.state.rawValue, incarnation: $0.incarnation.value,
+                sinceGeneration: $0.sinceGeneration.value, address: $0.address,
+                lastHeartbeatAgeMs: live ? $0.lastHeardAge.milliseconds : nil,
+                cores: $0.capacity.cores, memoryBytes: $0.capacity.memoryBytes, gflops: $0.capacity.gflops, note: $0.note)
+        }
+    }
+
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    public func table() -> String {
+        let live = members.filter { $0.state == "alive" || $0.state == "suspect" }
+        var lines = ["generation \(generation) · \(live.count) live member(s) · up \(Duration.milliseconds(uptimeMs).shortDescription) · heartbeat \(Duration.milliseconds(heartbeatIntervalMs).shortDescription), dead after \(Duration.milliseconds(deadTimeoutMs).shortDescription)"]
+        guard !members.isEmpty else {
+            lines.append("no members yet: create a token with 'elastic token create' and start workers with 'elastic join'")
+            return lines.joined(separator: "\n")
+        }
+        var rows = [["NODE", "STATE", "INCARNATION", "GENERATION", "ADDRESS", "HEARTBEAT", "CORES", "MEMORY", "GFLOP/S", "NOTE"]]
+        for member in members {
+            rows.append([
+                member.node, member.state, String(member.incarnation), String(member.sinceGeneration), member.address,
+                member.lastHeartbeatAgeMs.map { "\(Duration.milliseconds($0).shortDescription) ago" } ?? "-",
+                member.cores == 0 ? "-" : String(member.cores),
+                member.memoryBytes == 0 ? "-" : String(format: "%.1fGiB", Double(member.memoryBytes) / 1_073_741_824),
+                member.gflops == 0 ? "-" : String(format: "%.1f", member.gflops),
+                member.note,
+            ])
+        }
+        lines += formatTable(rows)
+        return lines.joined(separator: "\n")
+    }
+}
+
+public struct TokenReport: Codable, Sendable {
+    public struct Entry: Codable, Sendable {
+        public var id: String
+        public var createdAt: Int64
+        public var expiresAt: Int64?
+        public var usesLeft: UInt32?
+        public var uses: UInt32
+        public var description: String
+    }
+
+    public var tokens: [Entry]
+
+    public init(_ tokens: [TokenInfo]) {
+        self.tokens = tokens.map { Entry(id: $0.id, createdAt: $0.createdAt, expiresAt: $0.expiresAt, usesLeft: $0.usesLeft, uses: $0.uses, description: $0.description) }
+    }
+
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    public func table(now: Int64) -> String {
+        guard !tokens.isEmpty else { return "no bootstrap tokens; create one with 'elastic token create'" }
+        var rows = [["ID", "EXPIRES", "USES", "LEFT", "DESCRIPTION"]]
+        for token in tokens {
+            let expires: String
+            if let at = token.expiresAt {
+                expires = at <= now ? "expired" : "in \(Duration.seconds(at - now).shortDescription)"
+            } else {
+                expires = "never"
+            }
+            rows.append([token.id, expires, String(token.uses), token.usesLeft.map(String.init) ?? "unlimited", token.description])
+        }
+        return formatTable(rows).joined(separator: "\n")
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+func formatTable(_ rows: [[String]]) -> [String] {
+    guard let width = rows.map(\.count).max() else { return [] }
+    let widths = (0..<width).map { column in rows.map { column < $0.count ? $0[column].count : 0 }.max() ?? 0 }
+    return rows.map { row in
+        row.enumerated().map { index, cell in
+            index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+        }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+    }
+}

@@ -1,0 +1,157 @@
+import ElasticCore
+import ElasticTransport
+import ElasticWire
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// Everything `elastic controller` needs; every field but the listen address and the data dir
+/// has a default.
+public struct ControllerConfiguration: Sendable {
+    public var listen: Endpoint
+    public var dataDirectory: URL
+    public var membership = Membership.Settings()
+    /// How long a node certificate issued at bootstrap stays valid.
+    public var nodeCertificateLifetime: TimeInterval = 7 * 86400
+    public var channel = ChannelSettings()
+
+    public init(listen: Endpoint, dataDirectory: URL) {
+        self.listen = listen
+        self.dataDirectory = dataDirectory
+    }
+}
+
+/// The controller daemon: accepts mutual-TLS connections, runs the failure detector and answers
+/// members, joining workers and administrators. Runs under a `ServiceGroup`; a graceful shutdown
+/// (SIGTERM) stops accepting, tells every connection and returns.
+public struct ControllerService: Service {
+    public let configuration: ControllerConfiguration
+    private let logger: Logger
+    /// Called with the bound address once the listener is up (port 0 picks a free port).
+    private let onListening: @Sendable (Endpoint) -> Void
+
+    public init(configuration: ControllerConfiguration, logger: Logger, onListening: @escaping @Sendable (Endpoint) -> Void = { _ in }) {
+        self.configuration = configuration
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    /// The file in which a running controller records its address, for admin commands.
+    public static func addressFile(dataDirectory: URL) -> URL {
+        dataDirectory.appendingPathComponent("controller.address")
+    }
+
+    public func run() async throws {
+        let paths = ControllerPaths(dataDirectory: configuration.dataDirectory)
+        let authority = try paths.loadAuthority()
+        let identity = try paths.loadControllerIdentity()
+        let tls = try TLSContexts.controller(identity: identity, ca: authority.certificate)
+        let tokens = try TokenStore(file: paths.tokens)
+        let events = try EventLog(file: paths.events, logger: logger)
+        defer { events.close() }
+        let state = ControllerState(
+            settings: configuration.membership, tokens: tokens, authority: authority, events: events,
+            nodeCertificateLifetime: configuration.nodeCertificateLifetime, logger: logger)
+
+        var channelSettings = configuration.channel
+        // Members heartbeat; a connection silent for several dead timeouts is gone for good.
+        channelSettings.readTimeout = max(.seconds(30), configuration.membership.deadTimeout * 4)
+        let server: NIOAsyncChannel<FrameConnection, Never>
+        do {
+            server = try await FrameChannels.listen(host: configuration.listen.host, port: configuration.listen.port, tls: tls, settings: channelSettings)
+        } catch {
+            throw ElasticError("cannot listen on \(configuration.listen): \(error); is another controller running there, or is the address wrong?")
+        }
+        let port = server.channel.localAddress?.port ?? configuration.listen.port
+        let bound = Endpoint(host: configuration.listen.host, port: port)
+        try? PKIFiles.write("\(bound)\n", to: Self.addressFile(dataDirectory: configuration.dataDirectory), mode: 0o644)
+        logger.info("listening on \(bound) (CA \(authority.hash))")
+        onListening(bound)
+
+        let logger = self.logger
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask {
+                    while await !state.isShuttingDown {
+                        let wait = await state.tick()
+                        try? await Task.sleep(for: wait)
+                    }
+                }
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask { await Self.serve(connection, state: state, logger: logger) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            logger.info("shutting down: closing the listener and every connection")
+            server.channel.close(promise: nil)
+            Task { await state.shutdown() }
+        }
+        try? FileManager.default.removeItem(at: Self.addressFile(dataDirectory: configuration.dataDirectory))
+        logger.info("controller stopped")
+    }
+
+    private static func serve(_ connection: FrameConnection, state: ControllerState, logger: Logger) async {
+        let peer: PeerIdentity
+        do {
+            peer = try await connection.peer.get()
+        } catch {
+            logger.notice("TLS handshake with \(connection.remoteAddress) failed: \(error)")
+            try? await connection.channel.channel.close()
+            return
+        }
+        let (outbox, continuation) = AsyncStream<Outbound>.makeStream()
+        let id = await state.register(peer: peer, remoteAddress: connection.remoteAddress, outbox: continuation)
+        let error = await ConnectionPump.run(connection, outbox: outbox) { frame in
+            await state.receive(id, frame: frame)
+            return true
+        }
+        if let error {
+            logger.debug("connection \(connection.remoteAddress) (\(peer.name ?? "anonymous")) ended: \(error)")
+        }
+        await state.disconnected(id)
+    }
+}
+
+/// The files of a controller's data dir.
+struct ControllerPaths {
+    let dataDirectory: URL
+
+    var pki: URL { PKIFiles.controllerDirectory(dataDirectory: dataDirectory) }
+    var tokens: URL { dataDirectory.appendingPathComponent("tokens.json") }
+    var events: URL { dataDirectory.appendingPathComponent("events.jsonl") }
+
+    func loadAuthority() throws -> CertificateAuthority {
+        try requirePKI()
+        do {
+            return CertificateAuthority(identity: try PKIFiles.readIdentity(
+                certificate: pki.appendingPathComponent(PKIFiles.caCertificate), key: pki.appendingPathComponent(PKIFiles.caKey)))
+        } catch {
+            throw ElasticError("cannot load the cluster CA: \(error)")
+        }
+    }
+
+    func loadControllerIdentity() throws -> Identity {
+        do {
+            return try PKIFiles.readIdentity(
+                certificate: pki.appendingPathComponent(PKIFiles.controllerCertificate), key: pki.appendingPathComponent(PKIFiles.controllerKey))
+        } catch {
+            throw ElasticError("cannot load the controller's certificate: \(error)")
+        }
+    }
+
+    private func requirePKI() throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dataDirectory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ElasticError("data dir \(dataDirectory.path) does not exist: create it with 'elastic certs init --dir \(dataDirectory.path)'")
+        }
+        guard FileManager.default.isReadableFile(atPath: dataDirectory.path), FileManager.default.isWritableFile(atPath: dataDirectory.path) else {
+            throw ElasticError("data dir \(dataDirectory.path) is not readable and writable by this user")
+        }
+        guard FileManager.default.fileExists(atPath: pki.appendingPathComponent(PKIFiles.caCertificate).path) else {
+            throw ElasticError("no cluster CA in \(pki.path): run 'elastic certs init --dir \(dataDirectory.path)' first")
+        }
+    }
+}

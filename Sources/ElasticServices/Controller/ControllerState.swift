@@ -1,0 +1,275 @@
+import Crypto
+import ElasticCore
+import ElasticTransport
+import ElasticWire
+import Foundation
+import Logging
+import X509
+
+/// The controller's shell: owns the `Membership` instance, the token registry and the open
+/// connections, feeds them every event and carries out the directives they return.
+actor ControllerState {
+    struct Connection {
+        let outbox: AsyncStream<Outbound>.Continuation
+        let peer: PeerIdentity
+        let remoteAddress: String
+        /// Set once a node's hello was welcomed.
+        var incarnation: Generation?
+        var closing = false
+    }
+
+    private var membership: Membership
+    private var tokens: TokenStore
+    private let authority: CertificateAuthority
+    private let events: EventLog
+    private let logger: Logger
+    private let nodeCertificateLifetime: TimeInterval
+    private let startedAt = MonotonicClock.now()
+    private var connections: [Int: Connection] = [:]
+    /// The connection that carries each live member's incarnation.
+    private var sessions: [NodeID: Int] = [:]
+    private var nextConnectionID = 0
+    /// Where each node last joined from and what it offered, for status rows of departed nodes.
+    private var lastSeen: [NodeID: (address: String, capacity: Capacity)] = [:]
+    private(set) var isShuttingDown = false
+
+    init(settings: Membership.Settings, tokens: TokenStore, authority: CertificateAuthority, events: EventLog, nodeCertificateLifetime: TimeInterval, logger: Logger) {
+        self.membership = Membership(settings: settings)
+        self.tokens = tokens
+        self.authority = authority
+        self.events = events
+        self.nodeCertificateLifetime = nodeCertificateLifetime
+        self.logger = logger
+    }
+
+    // MARK: - Connections
+
+    func register(peer: PeerIdentity, remoteAddress: String, outbox: AsyncStream<Outbound>.Continuation) -> Int {
+        nextConnectionID += 1
+        connections[nextConnectionID] = Connection(outbox: outbox, peer: peer, remoteAddress: remoteAddress)
+        if isShuttingDown {
+            refuse(nextConnectionID, Refused(.shuttingDown, "the controller is shutting down; retry shortly"))
+        }
+        return nextConnectionID
+    }
+
+    func disconnected(_ id: Int) {
+        guard let connection = connections.removeValue(forKey: id) else { return }
+        connection.outbox.finish()
+        guard let name = connection.peer.name, let incarnation = connection.incarnation,
+              sessions[NodeID(name)] == id else { return }
+        sessions[NodeID(name)] = nil
+        apply(membership.onDisconnect(node: NodeID(name), incarnation: incarnation, now: MonotonicClock.now()), requester: nil)
+    }
+
+    func receive(_ id: Int, frame: Frame) {
+        guard let connection = connections[id], !connection.closing else { return }
+        let message: ControlMessage
+        do {
+            message = try ControlMessage(frame: frame)
+        } catch {
+            logger.warning("malformed message from \(connection.remoteAddress): \(error)")
+            refuse(id, Refused(.protocolError, "malformed message: \(error.message)"))
+            return
+        }
+        let now = MonotonicClock.now()
+        switch (connection.peer.role, message) {
+        case (nil, .caRequest):
+            send(id, .caBundle(certificateDER: authority.certificate.derBytes))
+        case (nil, .bootstrapRequest(let request)):
+            bootstrap(id, request)
+        case (nil, _):
+            refuse(id, Refused(.certificateRequired, "this request needs a client certificate from the cluster CA; join with 'elastic join HOST:PORT --token T --ca-hash H' first"))
+        case (.node?, .hello(let hello)):
+            let node = NodeID(connection.peer.name ?? "")
+            apply(membership.onJoin(node: node, address: connection.remoteAddress, capacity: hello.capacity, resuming: hello.resuming, now: now), requester: id)
+        case (.node?, .heartbeat(let incarnation)):
+            apply(membership.onHeartbeat(node: NodeID(connection.peer.name ?? ""), incarnation: incarnation, generation: frame.generation, now: now), requester: id)
+        case (.node?, .leave(let incarnation)):
+            apply(membership.onLeave(node: NodeID(connection.peer.name ?? ""), incarnation: incarnation, generation: frame.generation, now: now), requester: id)
+        case (.admin?, .statusRequest):
+            send(id, .statusReply(status(now: now)))
+        case (.admin?, .tokenCreate(let request)):
+            createToken(id, request)
+        case (.admin?, .tokenListRequest):
+            send(id, .tokenList(tokens.registry.sorted.map {
+                TokenInfo(id: $0.id, createdAt: $0.createdAt, expiresAt: $0.expiresAt, usesLeft: $0.usesLeft, uses: $0.uses, description: $0.description)
+            }))
+        case (.admin?, .tokenRevoke(let tokenID)):
+            revokeToken(id, tokenID)
+        default:
+            refuse(id, Refused(.notAuthorized, "a \(connection.peer.role?.rawValue ?? "anonymous") certificate may not send \(message.kind)"))
+        }
+    }
+
+    // MARK: - Time
+
+    /// Advances the failure detector; returns how long to wait before the next tick.
+    func tick() -> Duration {
+        let directives = membership.onTick(now: MonotonicClock.now())
+        apply(directives, requester: nil)
+        var wait = membership.settings.maxTickInterval
+        for case .scheduleTick(let after) in directives { wait = after }
+        return wait
+    }
+
+    /// Stops admitting work and ends every connection.
+    func shutdown() {
+        isShuttingDown = true
+        for id in connections.keys {
+            refuse(id, Refused(.shuttingDown, "the controller is shutting down; retry shortly"))
+        }
+    }
+
+    // MARK: - Directives
+
+    private func apply(_ directives: [Membership.Directive], requester: Int?) {
+        for directive in directives {
+            switch directive {
+            case let .welcome(node, incarnation, generation):
+                guard let requester else { continue }
+                if let old = sessions[node], old != requester {
+                    close(old, grace: .zero)
+                }
+                sessions[node] = requester
+                connections[requester]?.incarnation = incarnation
+                if let member = membership.members[node] { lastSeen[node] = (member.address, member.capacity) }
+                send(requester, .welcome(Welcome(
+                    node: node, incarnation: incarnation,
+                    heartbeatInterval: membership.settings.heartbeatInterval,
+                    deadTimeout: membership.settings.deadTimeout)), generation: generation)
+            case let .acknowledge(_, generation):
+                if let requester { send(requester, .heartbeatAck, generation: generation) }
+            case let .refuse(_, refusal):
+                if let requester { refuse(requester, refused(refusal)) }
+            case let .closeSession(node, incarnation, refusal):
+                for (id, connection) in connections where connection.peer.name == node.value && connection.incarnation == incarnation {
+                    if sessions[node] == id { sessions[node] = nil }
+                    if case let .fenced(_, _, departure?) = refusal, departure.state == .left {
+                        send(id, .done(message: "left the cluster at generation \(departure.atGeneration)"))
+                        close(id, grace: .seconds(1))
+                    } else {
+                        refuse(id, refused(refusal))
+                    }
+                }
+            case let .broadcastView(generation):
+                let view = ControlMessage.view(View(members: membership.liveMembers.map {
+                    View.Entry(node: $0.node, incarnation: $0.incarnation, address: $0.address)
+                }))
+                for (node, id) in sessions where membership.members[node] != nil {
+                    send(id, view, generation: generation)
+                }
+            case let .record(event):
+                events.record(event)
+            case .scheduleTick:
+                break
+            }
+        }
+    }
+
+    private func refused(_ refusal: Membership.Refusal) -> Refused {
+        switch refusal {
+        case .fenced: Refused(.fenced, refusal.explanation)
+        case .staleGeneration: Refused(.staleGeneration, refusal.explanation)
+        case .futureGeneration: Refused(.futureGeneration, refusal.explanation)
+        }
+    }
+
+    private func send(_ id: Int, _ message: ControlMessage, generation: Generation? = nil) {
+        guard let connection = connections[id], !connection.closing else { return }
+        connection.outbox.yield(.frame(message.frame(generation: generation ?? membership.generation)))
+    }
+
+    /// Sends the refusal, then closes the connection.
+    private func refuse(_ id: Int, _ refusal: Refused) {
+        send(id, .refused(refusal))
+        close(id, grace: .seconds(1))
+    }
+
+    private func close(_ id: Int, grace: Duration) {
+        guard var connection = connections[id], !connection.closing else { return }
+        connection.closing = true
+        connections[id] = connection
+        connection.outbox.yield(.close(grace: grace))
+    }
+
+    // MARK: - Bootstrap and tokens
+
+    private func bootstrap(_ id: Int, _ request: BootstrapRequest) {
+        let address = connections[id]?.remoteAddress ?? "?"
+        func deny(_ code: Refused.Code, _ reason: String) {
+            logger.warning("refused bootstrap of '\(request.name)' from \(address): \(reason)")
+            events.recordBootstrap(node: request.name, address: address, outcome: "refused", reason: reason, generation: membership.generation)
+            refuse(id, Refused(code, reason))
+        }
+        guard case .success(let parsed) = BootstrapTokens.parse(request.token) else {
+            return deny(.badToken, BootstrapTokens.TokenFormatError().explanation)
+        }
+        if let problem = NodeID.problem(with: request.name) {
+            return deny(.badRequest, "invalid node name '\(request.name)': \(problem)")
+        }
+        let node = NodeID(request.name)
+        if membership.members[node] != nil {
+            return deny(.nameInUse, "node name '\(node)' belongs to a live member; choose another --name")
+        }
+        let certificate: Certificate
+        do {
+            certificate = try authority.sign(csrDER: request.csrDER, node: node, lifetime: nodeCertificateLifetime)
+        } catch {
+            return deny(.badRequest, error.message)
+        }
+        switch tokens.redeem(id: parsed.id, secret: parsed.secret, now: MonotonicClock.wallSeconds()) {
+        case .failure(let refusal):
+            return deny(.badToken, refusal.explanation)
+        case .success:
+            logger.info("issued a node certificate to \(node) (\(address)) with token \(parsed.id)")
+            events.recordBootstrap(node: node.value, address: address, outcome: "certificate issued", reason: "token \(parsed.id)", generation: membership.generation)
+            send(id, .bootstrapGranted(BootstrapGranted(node: node, certificateDER: certificate.derBytes, caDER: authority.certificate.derBytes)))
+            close(id, grace: .seconds(1))
+        }
+    }
+
+    private func createToken(_ id: Int, _ request: TokenCreate) {
+        do {
+            let created = try tokens.create(ttl: request.ttl, uses: request.uses, description: request.description, now: MonotonicClock.wallSeconds())
+            logger.info("created bootstrap token \(created.id)")
+            send(id, .tokenCreated(TokenCreated(token: created.token, expiresAt: created.expiresAt)))
+        } catch {
+            refuse(id, Refused(.internalError, "cannot save the token: \(error)"))
+        }
+    }
+
+    private func revokeToken(_ id: Int, _ tokenID: String) {
+        do {
+            if try tokens.revoke(id: tokenID) {
+                logger.info("revoked bootstrap token \(tokenID)")
+                send(id, .done(message: "token \(tokenID) revoked"))
+            } else {
+                refuse(id, Refused(.badRequest, "no token with id '\(tokenID)'; 'elastic token list' shows them"))
+            }
+        } catch {
+            refuse(id, Refused(.internalError, "cannot save the tokens: \(error)"))
+        }
+    }
+
+    // MARK: - Status
+
+    private func status(now: Timestamp) -> ClusterStatus {
+        var rows = membership.liveMembers.map { member in
+            MemberStatus(
+                node: member.node, incarnation: member.incarnation, address: member.address, state: member.state,
+                sinceGeneration: member.incarnation, lastHeardAge: now.since(member.lastHeard), capacity: member.capacity,
+                note: member.suspicion.map { $0.reason.rawValue } ?? "")
+        }
+        for (node, departure) in membership.departures.sorted(by: { $0.key < $1.key }) where membership.members[node] == nil {
+            let seen = lastSeen[node]
+            rows.append(MemberStatus(
+                node: node, incarnation: departure.incarnation, address: seen?.address ?? "", state: departure.state,
+                sinceGeneration: departure.atGeneration, lastHeardAge: .zero, capacity: seen?.capacity ?? Capacity(cores: 0, memoryBytes: 0, gflops: 0), note: departure.reason))
+        }
+        return ClusterStatus(
+            generation: membership.generation, uptime: now.since(startedAt),
+            heartbeatInterval: membership.settings.heartbeatInterval, deadTimeout: membership.settings.deadTimeout,
+            members: rows)
+    }
+}

@@ -1,0 +1,91 @@
+import ElasticCore
+import Foundation
+import Logging
+
+/// The controller's append-only record of membership changes: one JSON object per line in
+/// `<data-dir>/events.jsonl`, each written with a single `write` and also logged.
+final class EventLog: @unchecked Sendable {
+    private let handle: FileHandle?
+    private let logger: Logger
+    private let lock = NSLock()
+    private let formatter: ISO8601DateFormatter = {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
+    }()
+
+    init(file: URL, logger: Logger) throws {
+        if !FileManager.default.fileExists(atPath: file.path) {
+            guard FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o644]) else {
+                throw ElasticError("cannot create the event log \(file.path): check the data dir's permissions")
+            }
+        }
+        handle = try FileHandle(forWritingTo: file)
+        _ = try handle?.seekToEnd()
+        self.logger = logger
+    }
+
+    func record(_ event: Membership.Event) {
+        var fields: [String: Any] = [:]
+        let level: Logger.Level
+        let text: String
+        switch event {
+        case let .joined(node, incarnation, address, generation):
+            fields = ["event": "joined", "node": node.value, "incarnation": incarnation.value, "address": address, "generation": generation.value]
+            level = .info
+            text = "\(node) joined from \(address) as incarnation \(incarnation); generation \(generation)"
+        case let .resumed(node, incarnation, generation):
+            fields = ["event": "resumed", "node": node.value, "incarnation": incarnation.value, "generation": generation.value]
+            level = .info
+            text = "\(node) resumed incarnation \(incarnation)"
+        case let .suspected(node, incarnation, reason, generation):
+            fields = ["event": "suspected", "node": node.value, "incarnation": incarnation.value, "reason": reason.rawValue, "generation": generation.value]
+            level = .warning
+            text = "\(node) is suspect: \(reason.rawValue)"
+        case let .recovered(node, incarnation, generation):
+            fields = ["event": "recovered", "node": node.value, "incarnation": incarnation.value, "generation": generation.value]
+            level = .info
+            text = "\(node) is alive again"
+        case let .died(node, incarnation, reason, silentFor, generation):
+            fields = ["event": "died", "node": node.value, "incarnation": incarnation.value, "reason": reason.rawValue,
+                      "silentForMs": silentFor.milliseconds, "generation": generation.value]
+            level = .warning
+            text = "\(node) incarnation \(incarnation) declared dead (\(reason.rawValue), silent for \(silentFor.shortDescription)); generation \(generation)"
+        case let .left(node, incarnation, generation):
+            fields = ["event": "left", "node": node.value, "incarnation": incarnation.value, "generation": generation.value]
+            level = .info
+            text = "\(node) left; generation \(generation)"
+        case let .refused(node, refusal, generation):
+            fields = ["event": "refused", "node": node.value, "reason": refusal.explanation, "generation": generation.value]
+            if case let .fenced(_, incarnation, _) = refusal { fields["incarnation"] = incarnation.value }
+            level = .warning
+            text = "refused \(node): \(refusal.explanation)"
+        }
+        logger.log(level: level, "\(text)")
+        append(fields)
+    }
+
+    func recordBootstrap(node: String, address: String, outcome: String, reason: String, generation: Generation) {
+        append(["event": "bootstrap", "node": node, "address": address, "outcome": outcome, "reason": reason, "generation": generation.value])
+    }
+
+    private func append(_ fields: [String: Any]) {
+        var fields = fields
+        fields["time"] = formatter.string(from: Date())
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        do {
+            try handle?.write(contentsOf: data + Data("\n".utf8))
+        } catch {
+            logger.error("cannot append to the event log: \(error)")
+        }
+    }
+
+    func close() {
+        lock.lock()
+        defer { lock.unlock() }
+        try? handle?.synchronize()
+        try? handle?.close()
+    }
+}

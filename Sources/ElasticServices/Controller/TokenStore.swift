@@ -1,0 +1,102 @@
+import Crypto
+import ElasticCore
+import ElasticTransport
+import Foundation
+
+/// Bootstrap tokens kept in `<data-dir>/tokens.json`: only a SHA-256 of each secret is stored.
+/// Every change is written to disk (atomically) before it is acknowledged.
+struct TokenStore {
+    private(set) var registry: BootstrapTokens
+    let file: URL
+
+    private struct Stored: Codable {
+        var id: String
+        var secretSHA256: String
+        var createdAt: Int64
+        var expiresAt: Int64?
+        var usesLeft: UInt32?
+        var uses: UInt32
+        var description: String
+    }
+
+    init(file: URL) throws {
+        self.file = file
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            registry = BootstrapTokens()
+            return
+        }
+        do {
+            let stored = try JSONDecoder().decode([Stored].self, from: Data(contentsOf: file))
+            registry = BootstrapTokens(records: stored.map {
+                BootstrapTokens.Record(
+                    id: $0.id, secretHash: hexBytes($0.secretSHA256), createdAt: $0.createdAt, expiresAt: $0.expiresAt,
+                    usesLeft: $0.usesLeft, uses: $0.uses, description: $0.description)
+            })
+        } catch {
+            throw ElasticError("cannot read the token store \(file.path): \(error.localizedDescription); move it aside to start with no tokens")
+        }
+    }
+
+    static func hash(secret: String) -> [UInt8] { Array(SHA256.hash(data: Array(secret.utf8))) }
+
+    mutating func create(ttl: Duration?, uses: UInt32?, description: String, now: Int64) throws -> (id: String, token: String, expiresAt: Int64?) {
+        var id: String
+        repeat { id = randomToken(length: 6) } while registry.records[id] != nil
+        let secret = randomToken(length: 16)
+        let expiresAt = ttl.map { now + max(1, $0.milliseconds / 1000) }
+        registry.add(BootstrapTokens.Record(
+            id: id, secretHash: Self.hash(secret: secret), createdAt: now, expiresAt: expiresAt, usesLeft: uses, description: description))
+        _ = registry.prune(now: now)
+        try save()
+        return (id, "\(id).\(secret)", expiresAt)
+    }
+
+    /// Spends a use; the registry changes (and is saved) only on success.
+    mutating func redeem(id: String, secret: String, now: Int64) -> Result<Void, BootstrapTokens.Refusal> {
+        let before = registry
+        let result = registry.redeem(id: id, secretHash: Self.hash(secret: secret), now: now)
+        if case .success = result {
+            do {
+                try save()
+            } catch {
+                registry = before
+                return .failure(.unknown(id: id))
+            }
+        }
+        return result
+    }
+
+    mutating func revoke(id: String) throws -> Bool {
+        guard registry.revoke(id: id) else { return false }
+        try save()
+        return true
+    }
+
+    private func save() throws {
+        let stored = registry.sorted.map {
+            Stored(id: $0.id, secretSHA256: $0.secretHash.map { String(format: "%02x", $0) }.joined(), createdAt: $0.createdAt,
+                   expiresAt: $0.expiresAt, usesLeft: $0.usesLeft, uses: $0.uses, description: $0.description)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let text = String(decoding: try encoder.encode(stored), as: UTF8.self)
+        try PKIFiles.write(text + "\n", to: file, mode: 0o600)
+    }
+}
+
+private let tokenAlphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
+
+private func randomToken(length: Int) -> String {
+    var generator = SystemRandomNumberGenerator()
+    return String((0..<length).map { _ in tokenAlphabet[Int(generator.next(upperBound: UInt64(tokenAlphabet.count)))] })
+}
+
+private func hexBytes(_ text: String) -> [UInt8] {
+    var bytes: [UInt8] = []
+    var iterator = text.makeIterator()
+    while let high = iterator.next(), let low = iterator.next() {
+        guard let byte = UInt8(String([high, low]), radix: 16) else { return [] }
+        bytes.append(byte)
+    }
+    return bytes
+}

@@ -1,0 +1,39 @@
+import ElasticCore
+import ElasticTransport
+import ElasticWire
+import NIOCore
+import NIOSSL
+
+/// One request, one reply, over a fresh TLS connection: what the admin commands and the
+/// bootstrap of a joining worker need.
+public enum ControlClient {
+    public static func exchange(
+        _ request: ControlMessage, with endpoint: Endpoint, tls: NIOSSLContext,
+        timeout: Duration = .seconds(10)
+    ) async throws -> ControlMessage {
+        do {
+            return try await withThrowingTaskGroup(of: ControlMessage.self) { group in
+                group.addTask {
+                    let connection = try await FrameChannels.connect(host: endpoint.host, port: endpoint.port, tls: tls)
+                    return try await connection.channel.executeThenClose { inbound, outbound in
+                        try await outbound.write(request.frame(generation: .zero))
+                        for try await frame in inbound {
+                            let reply = try ControlMessage(frame: frame)
+                            if case .refused(let refused) = reply { throw refused }
+                            return reply
+                        }
+                        throw ElasticError("the controller at \(endpoint) closed the connection without answering (under TLS 1.3 this is how a refused certificate shows: is this certificate from this cluster's CA, and still valid?)")
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw ElasticError("no answer from \(endpoint) within \(timeout.shortDescription)")
+                }
+                defer { group.cancelAll() }
+                return try await group.next()!
+            }
+        } catch {
+            throw ElasticError.talking(to: endpoint, error)
+        }
+    }
+}

@@ -1,0 +1,219 @@
+import ElasticCore
+import ElasticWire
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import X509
+
+/// Who is at the other end of a TLS connection, from the certificate it presented.
+public struct PeerIdentity: Sendable, Equatable {
+    /// The certificate's common name (a node id for nodes), or nil without a certificate.
+    public let name: String?
+    public let role: Role?
+    public let certificateSerial: String?
+
+    public static let anonymous = PeerIdentity(name: nil, role: nil, certificateSerial: nil)
+
+    init(certificate: NIOSSLCertificate?) {
+        guard let certificate, let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der) else {
+            self = .anonymous
+            return
+        }
+        self.init(name: PKI.commonName(of: parsed), role: PKI.role(of: parsed), certificateSerial: parsed.serialNumber.description)
+    }
+
+    init(name: String?, role: Role?, certificateSerial: String?) {
+        self.name = name
+        self.role = role
+        self.certificateSerial = certificateSerial
+    }
+}
+
+/// One framed, TLS-protected connection: frames in, frames out, and who the peer is.
+public struct FrameConnection: Sendable {
+    public let channel: NIOAsyncChannel<Frame, Frame>
+    /// Completes when the TLS handshake does, with the peer's identity.
+    public let peer: EventLoopFuture<PeerIdentity>
+    public let remoteAddress: String
+}
+
+/// Encodes outgoing frames and decodes incoming bytes with `FrameDecoder`. Bad input is answered
+/// with a `refused(protocolError)` frame and the connection is closed; so is a peer that sends
+/// nothing for `readTimeout`.
+final class FrameCodecHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = Frame
+    typealias OutboundIn = Frame
+    typealias OutboundOut = ByteBuffer
+
+    private var decoder: FrameDecoder
+    private var failed = false
+
+    init(maximumFrameSize: Int) {
+        decoder = FrameDecoder(maximumFrameSize: maximumFrameSize)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        let buffer = unwrapInboundIn(data)
+        decoder.append(buffer.readableBytesView)
+        do {
+            while let frame = try decoder.next() {
+                context.fireChannelRead(wrapInboundOut(frame))
+            }
+        } catch {
+            failed = true
+            let refusal = ControlMessage.refused(Refused(.protocolError, "malformed frame: \(error.message)")).frame(generation: .zero)
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: refusal.encoded())), promise: nil)
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let frame = unwrapOutboundIn(data)
+        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: frame.encoded())), promise: promise)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            context.fireErrorCaught(TransportError.idleTimeout)
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// Fulfils a promise with the peer's identity once the TLS handshake completes, or fails it when
+/// the connection ends first.
+final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let promise: EventLoopPromise<PeerIdentity>
+    private var completed = false
+
+    init(promise: EventLoopPromise<PeerIdentity>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls, !completed {
+            completed = true
+            let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate()
+            promise.succeed(PeerIdentity(certificate: certificate))
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(error)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(TransportError.closedDuringHandshake)
+        context.fireChannelInactive()
+    }
+
+    /// A channel closed before it was ever active never sees `channelInactive`.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        fail(TransportError.closedDuringHandshake)
+    }
+
+    private func fail(_ error: any Error) {
+        guard !completed else { return }
+        completed = true
+        promise.fail(error)
+    }
+}
+
+public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible {
+    case idleTimeout
+    case closedDuringHandshake
+    case timedOut(String)
+
+    public var description: String {
+        switch self {
+        case .idleTimeout: "the peer sent nothing for too long"
+        case .closedDuringHandshake: "the connection closed during the TLS handshake"
+        case .timedOut(let what): "timed out \(what)"
+        }
+    }
+}
+
+/// Settings of a framed TLS channel.
+public struct ChannelSettings: Sendable {
+    public var maximumFrameSize: Int = Frame.defaultMaximumSize
+    /// Close a connection that sends nothing for this long (nil: never).
+    public var readTimeout: Duration? = .seconds(30)
+    public var connectTimeout: Duration = .seconds(5)
+
+    public init() {}
+}
+
+public enum FrameChannels {
+    static func configure(
+        _ channel: any Channel, tls: NIOSSLHandler, settings: ChannelSettings
+    ) throws -> FrameConnection {
+        let promise = channel.eventLoop.makePromise(of: PeerIdentity.self)
+        let sync = channel.pipeline.syncOperations
+        do {
+            try sync.addHandler(tls)
+            try sync.addHandler(PeerIdentityHandler(promise: promise))
+        } catch {
+            promise.fail(error)
+            throw error
+        }
+        if let timeout = settings.readTimeout {
+            try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount.nanoseconds(timeout.nanosecondsClamped)))
+        }
+        try sync.addHandler(FrameCodecHandler(maximumFrameSize: settings.maximumFrameSize))
+        let async = try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+        return FrameConnection(channel: async, peer: promise.futureResult, remoteAddress: describe(channel.remoteAddress))
+    }
+
+    /// Binds a TLS listener; every accepted connection arrives as a `FrameConnection`.
+    public static func listen(
+        host: String, port: Int, tls: NIOSSLContext, settings: ChannelSettings = ChannelSettings(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> NIOAsyncChannel<FrameConnection, Never> {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try configure(channel, tls: NIOSSLServerHandler(context: tls), settings: settings)
+                }
+            }
+    }
+
+    /// Connects with TLS and waits for the handshake.
+    public static func connect(
+        host: String, port: Int, tls: NIOSSLContext, settings: ChannelSettings = ChannelSettings(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> FrameConnection {
+        let connection = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.nanoseconds(settings.connectTimeout.nanosecondsClamped))
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try configure(channel, tls: NIOSSLClientHandler(context: tls, serverHostname: nil), settings: settings)
+                }
+            }
+        do {
+            _ = try await connection.peer.get()
+        } catch {
+            try? await connection.channel.channel.close()
+            throw error
+        }
+        return connection
+    }
+}
+
+/// `ip:port`, with brackets around IPv6 addresses.
+func describe(_ address: SocketAddress?) -> String {
+    guard let address, let ip = address.ipAddress, let port = address.port else { return address?.description ?? "?" }
+    return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+}

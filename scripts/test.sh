@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: installs what a fresh machine lacks, builds, runs every test (Swift Testing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source cluster/lib/common.sh
+ensure_system_packages
+start=$(date +%s)
+build_elastic --build-tests
+echo "build: $(( $(date +%s) - start ))s" >&2
+start=$(date +%s)
+swift test --skip-build "$@"
+echo "tests: $(( $(date +%s) - start ))s" >&2
