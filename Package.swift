@@ -60,7 +60,19 @@ let package = Package(
         .testTarget(name: "ElasticCoreTests", dependencies: ["ElasticCore"]),
         .testTarget(name: "ElasticWireTests", dependencies: ["ElasticWire"]),
         .testTarget(name: "ElasticStorageTests", dependencies: ["ElasticStorage"]),
-        .testTarget(name: "ElasticTransportTests", dependencies: ["ElasticTransport", "ElasticServices"]),
+        .testTarget(
+            name: "ElasticTransportTests",
+            dependencies: [
+                "ElasticCore", "ElasticWire", "ElasticTransport", "ElasticServices",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Runs the built `elastic` binary; `swift build --build-tests` builds it first.
         .testTarget(name: "ElasticCLITests", dependencies: ["ElasticServices"]),
     ],
     swiftLanguageModes: [.v6]

@@ -5,6 +5,27 @@ import Logging
 
 @main
 struct Elastic: AsyncParsableCommand {
+    /// Runs the command; an error is printed as one line (`error: …`) with a non-zero exit,
+    /// help and version requests as ArgumentParser prints them.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success || error is CleanExit {
+                exit(withError: error)
+            }
+            let message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            FileHandle.standardError.write(Data("error: \(message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message)\n".utf8))
+            Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
+        }
+    }
+
     static let version = "0.1.0"
 
     static let configuration = CommandConfiguration(

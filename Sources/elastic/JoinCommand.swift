@@ -51,7 +51,7 @@ struct Join: AsyncParsableCommand {
         let logger = logging.makeLogger(label: "elastic.worker")
         let endpoint = Endpoint(parsing: controller)!
         let directory = URL(fileURLWithPath: dataDirectory)
-        try prepare(directory)
+        try DataDirectory.prepare(directory)
         let configuration = try await WorkerConfiguration.prepare(
             controller: endpoint, token: token, caHash: caHash, name: name ?? defaultName(),
             dataDirectory: directory, softwareVersion: Elastic.version, logger: logger)
@@ -59,17 +59,6 @@ struct Join: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-    }
-
-    private func prepare(_ directory: URL) throws {
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw ElasticError("cannot create the data dir \(directory.path): \(error.localizedDescription)")
-        }
-        guard FileManager.default.isWritableFile(atPath: directory.path), FileManager.default.isReadableFile(atPath: directory.path) else {
-            throw ElasticError("the data dir \(directory.path) is not readable and writable by this user")
-        }
     }
 
     private func defaultName() -> String {

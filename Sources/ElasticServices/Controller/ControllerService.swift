@@ -73,7 +73,7 @@ public struct ControllerService: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {
-                    while await !state.isShuttingDown {
+                    while !Task.isCancelled, await !state.isShuttingDown {
                         let wait = await state.tick()
                         try? await Task.sleep(for: wait)
                     }

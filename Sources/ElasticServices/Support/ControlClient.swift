@@ -22,7 +22,7 @@ public enum ControlClient {
                             if case .refused(let refused) = reply { throw refused }
                             return reply
                         }
-                        throw ElasticError("the controller at \(endpoint) closed the connection without answering (under TLS 1.3 this is how a refused certificate shows: is this certificate from this cluster's CA, and still valid?)")
+                        throw ChannelError.eof
                     }
                 }
                 group.addTask {

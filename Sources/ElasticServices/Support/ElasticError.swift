@@ -44,7 +44,7 @@ public struct ElasticError: Error, Sendable, CustomStringConvertible, LocalizedE
             return ElasticError("the TLS session with \(endpoint) failed: \(text)")
         }
         if let channelError = error as? ChannelError, channelError == .ioOnClosedChannel || channelError == .alreadyClosed || channelError == .eof {
-            return ElasticError("the controller at \(endpoint) closed the connection")
+            return ElasticError("the controller at \(endpoint) closed the connection (under TLS 1.3 this is how a refused client certificate shows: check that it comes from this cluster's CA and is still valid)")
         }
         if let transport = error as? TransportError {
             return ElasticError("\(transport) (talking to \(endpoint))")

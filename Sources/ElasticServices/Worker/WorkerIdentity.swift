@@ -18,6 +18,12 @@ public struct WorkerPaths: Sendable {
 
     public var hasIdentity: Bool { FileManager.default.fileExists(atPath: certificate.path) }
 
+    /// Whether the stored certificate has expired (false when there is none or it is unreadable).
+    public func hasExpiredCertificate(now: Date = Date()) -> Bool {
+        guard let stored = try? PKIFiles.readCertificate(certificate) else { return false }
+        return stored.notValidAfter <= now
+    }
+
     /// The stored identity and CA, refused when the certificate has expired.
     public func load(now: Date = Date()) throws -> (identity: Identity, ca: Certificate) {
         do {
@@ -94,7 +100,11 @@ extension WorkerConfiguration {
         let paths = WorkerPaths(dataDirectory: dataDirectory)
         let identity: Identity
         let ca: Certificate
-        if paths.hasIdentity {
+        let renew = paths.hasExpiredCertificate() && token != nil && caHash != nil
+        if renew {
+            logger.warning("the node certificate in \(dataDirectory.path) has expired; joining again with the token")
+        }
+        if paths.hasIdentity && !renew {
             (identity, ca) = try paths.load()
             if let caHash, PKI.hash(of: ca) != caHash.lowercased() {
                 throw ElasticError("the CA stored in \(dataDirectory.path) is \(PKI.hash(of: ca)), not --ca-hash \(caHash); use another --data-dir for another cluster")
