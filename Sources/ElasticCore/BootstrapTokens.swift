@@ -82,7 +82,7 @@ public struct BootstrapTokens: Sendable, Equatable {
             guard left > 0 else { return .failure(.exhausted(id: id, uses: record.uses)) }
             record.usesLeft = left - 1
         }
-        record.uses += 1
+        record.uses = record.uses == .max ? .max : record.uses + 1
         records[id] = record
         return .success(())
     }

@@ -40,6 +40,9 @@ public struct Membership: Sendable {
 
         /// Returns a sentence naming the inconsistent setting, or nil.
         public var problem: String? {
+            if heartbeatInterval < .milliseconds(1) {
+                return "the heartbeat interval must be at least 1ms (it travels in whole milliseconds)"
+            }
             if heartbeatInterval >= deadTimeout {
                 return "the heartbeat interval (\(heartbeatInterval.shortDescription)) must be shorter than the dead timeout (\(deadTimeout.shortDescription))"
             }
@@ -320,7 +323,7 @@ public struct Membership: Sendable {
             directives.append(.broadcastView(generation: generation))
         }
         let wait = nextDeadline.since(now)
-        directives.append(.scheduleTick(after: max(wait, .milliseconds(1))))
+        directives.append(.scheduleTick(after: max(wait, min(.milliseconds(1), settings.maxTickInterval))))
         return directives
     }
 

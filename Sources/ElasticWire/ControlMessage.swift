@@ -164,7 +164,7 @@ public struct Welcome: WireCodable {
     public func encode(to writer: inout WireWriter) {
         writer.write(node.value)
         writer.write(incarnation.value)
-        writer.write(UInt32(clamping: heartbeatInterval.milliseconds))
+        writer.write(UInt32(clamping: max(1, heartbeatInterval.milliseconds)))
         writer.write(UInt32(clamping: deadTimeout.milliseconds))
     }
 
@@ -338,7 +338,7 @@ public struct MemberStatus: WireCodable {
         guard let state = Membership.State(rawValue: rawState) else { throw WireError(.invalidValue, "unknown member state '\(rawState)'") }
         self.state = state
         sinceGeneration = Generation(try reader.read(UInt64.self))
-        lastHeardAge = .milliseconds(Int64(clamping: try reader.read(UInt64.self)))
+        lastHeardAge = try reader.readMilliseconds()
         capacity = try Capacity(from: &reader)
         note = try reader.readString()
     }
@@ -370,9 +370,9 @@ public struct ClusterStatus: WireCodable {
 
     public init(from reader: inout WireReader) throws(WireError) {
         generation = Generation(try reader.read(UInt64.self))
-        uptime = .milliseconds(Int64(clamping: try reader.read(UInt64.self)))
-        heartbeatInterval = .milliseconds(Int64(clamping: try reader.read(UInt64.self)))
-        deadTimeout = .milliseconds(Int64(clamping: try reader.read(UInt64.self)))
+        uptime = try reader.readMilliseconds()
+        heartbeatInterval = try reader.readMilliseconds()
+        deadTimeout = try reader.readMilliseconds()
         members = try reader.readList(minimumItemSize: 60)
     }
 }
@@ -395,7 +395,15 @@ public struct TokenCreate: WireCodable {
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
-        ttl = try reader.readOptional(UInt64.self).map { .seconds(Int64(clamping: $0)) }
+        if let seconds = try reader.readOptional(UInt64.self) {
+            // The largest whole number of seconds a Duration holds in nanoseconds.
+            guard seconds <= UInt64(Int64.max / 1_000_000_000) else {
+                throw WireError(.invalidValue, "a token lifetime of \(seconds) s is out of range")
+            }
+            ttl = .seconds(Int64(seconds))
+        } else {
+            ttl = nil
+        }
         uses = try reader.readOptional(UInt32.self)
         description = try reader.readString(limit: 256)
     }
@@ -490,6 +498,16 @@ extension WireWriter {
 }
 
 extension WireReader {
+    /// A duration written as u64 milliseconds; refused beyond what a `Duration` holds in
+    /// nanoseconds, so that every decoded value encodes back to the same bytes.
+    public mutating func readMilliseconds() throws(WireError) -> Duration {
+        let value = try read(UInt64.self)
+        guard value <= UInt64(Int64.max / 1_000_000) else {
+            throw WireError(.invalidValue, "a duration of \(value) ms is out of range")
+        }
+        return .milliseconds(Int64(value))
+    }
+
     public mutating func readOptional<T: FixedWidthInteger>(_ type: T.Type) throws(WireError) -> T? {
         try read(Bool.self) ? try read(integer: T.self) : nil
     }

@@ -1,0 +1,116 @@
+import ElasticCore
+import Foundation
+import Testing
+
+// MARK: - Seeded randomness
+
+/// SplitMix64: tiny, fast, and the same sequence on every platform for a given seed.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+enum TestSeed {
+    /// The environment variable that overrides the seed of every randomized test.
+    static let variable = "ELASTIC_TEST_SEED"
+    static let defaultSeed: UInt64 = 0x5EED_E1A5_71C0_0001
+
+    /// The seed for a randomized test: `ELASTIC_TEST_SEED` (decimal or 0x-hex) when set, else a
+    /// fixed default so that runs are deterministic. Printed so that a failure can be replayed.
+    static func make(_ test: String) -> UInt64 {
+        var seed = defaultSeed
+        if let text = ProcessInfo.processInfo.environment[variable] {
+            let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+            let parsed = trimmed.hasPrefix("0x") ? UInt64(trimmed.dropFirst(2), radix: 16) : UInt64(trimmed)
+            guard let parsed else { fatalError("\(variable)=\(text) is not a decimal or 0x-hex UInt64") }
+            seed = parsed
+        }
+        print("seed: \(seed) (\(test); replay with \(variable)=\(seed))")
+        return seed
+    }
+}
+
+// MARK: - A fake clock
+
+/// Time for the core: a Timestamp the test moves by hand. Starts away from zero so that
+/// "earlier than the start" is representable.
+struct FakeClock {
+    var now = Timestamp(nanoseconds: 1_000_000_000_000)
+
+    mutating func advance(_ duration: Duration) { now = now + duration }
+}
+
+// MARK: - Directive helpers
+
+extension Array where Element == Membership.Directive {
+    var events: [Membership.Event] {
+        compactMap { if case .record(let event) = $0 { event } else { nil } }
+    }
+
+    var scheduledTicks: [Duration] {
+        compactMap { if case .scheduleTick(let after) = $0 { after } else { nil } }
+    }
+
+    var broadcasts: [Generation] {
+        compactMap { if case .broadcastView(let generation) = $0 { generation } else { nil } }
+    }
+
+    var welcomes: [(node: NodeID, incarnation: Generation, generation: Generation)] {
+        compactMap { if case let .welcome(node, incarnation, generation) = $0 { (node, incarnation, generation) } else { nil } }
+    }
+
+    var closedSessions: [(node: NodeID, incarnation: Generation, refusal: Membership.Refusal)] {
+        compactMap { if case let .closeSession(node, incarnation, refusal) = $0 { (node, incarnation, refusal) } else { nil } }
+    }
+
+    var refusals: [(node: NodeID, refusal: Membership.Refusal)] {
+        compactMap { if case let .refuse(node, refusal) = $0 { (node, refusal) } else { nil } }
+    }
+
+    var acknowledgements: [(node: NodeID, generation: Generation)] {
+        compactMap { if case let .acknowledge(node, generation) = $0 { (node, generation) } else { nil } }
+    }
+
+    var deaths: [(node: NodeID, incarnation: Generation, reason: Membership.DeathReason, silentFor: Duration, generation: Generation)] {
+        events.compactMap {
+            if case let .died(node, incarnation, reason, silentFor, generation) = $0 { (node, incarnation, reason, silentFor, generation) } else { nil }
+        }
+    }
+}
+
+/// Whether two directive lists hold the same directives, in any order (the core does not
+/// promise an order, only the set of things to do).
+func sameDirectives(_ actual: [Membership.Directive], _ expected: [Membership.Directive]) -> Bool {
+    guard actual.count == expected.count else { return false }
+    var remaining = expected
+    for directive in actual {
+        guard let index = remaining.firstIndex(of: directive) else { return false }
+        remaining.remove(at: index)
+    }
+    return remaining.isEmpty
+}
+
+let sampleCapacity = Capacity(cores: 16, memoryBytes: 64 << 30, gflops: 812.5)
+
+/// `Membership.Departure` has no public initializer: check every field of the recorded one and
+/// return it, so that tests can compare whole directives with it.
+func requireDeparture(
+    _ membership: Membership, _ node: NodeID, incarnation: Generation, state: Membership.State,
+    atGeneration: Generation, reason: String, sourceLocation: SourceLocation = #_sourceLocation
+) throws -> Membership.Departure {
+    let departure = try #require(membership.departures[node], "no departure recorded for \(node)", sourceLocation: sourceLocation)
+    #expect(departure.incarnation == incarnation, sourceLocation: sourceLocation)
+    #expect(departure.state == state, sourceLocation: sourceLocation)
+    #expect(departure.atGeneration == atGeneration, sourceLocation: sourceLocation)
+    #expect(departure.reason == reason, sourceLocation: sourceLocation)
+    return departure
+}

@@ -1,0 +1,156 @@
+import ElasticCore
+import ElasticWire
+import Foundation
+import Testing
+
+// MARK: - Seeded randomness
+
+/// SplitMix64: tiny, fast, and the same sequence on every platform for a given seed.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A cheap integer in 0..<bound (bound > 0); the modulo bias is irrelevant here.
+    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+
+    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
+}
+
+enum TestSeed {
+    /// The environment variable that overrides the seed of every randomized test.
+    static let variable = "ELASTIC_TEST_SEED"
+    static let defaultSeed: UInt64 = 0x5EED_E1A5_71C0_0001
+
+    /// The seed for a randomized test: `ELASTIC_TEST_SEED` (decimal or 0x-hex) when set, else a
+    /// fixed default so that runs are deterministic. Printed so that a failure can be replayed.
+    static func make(_ test: String) -> UInt64 {
+        var seed = defaultSeed
+        if let text = ProcessInfo.processInfo.environment[variable] {
+            let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+            let parsed = trimmed.hasPrefix("0x") ? UInt64(trimmed.dropFirst(2), radix: 16) : UInt64(trimmed)
+            guard let parsed else { fatalError("\(variable)=\(text) is not a decimal or 0x-hex UInt64") }
+            seed = parsed
+        }
+        print("seed: \(seed) (\(test); replay with \(variable)=\(seed))")
+        return seed
+    }
+}
+
+// MARK: - Helpers
+
+/// Runs `body` and checks that it throws a WireError with `code`; returns the error.
+@discardableResult
+func expectWireError<T>(
+    _ code: WireError.Code, _ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () throws(WireError) -> T
+) -> WireError? {
+    do {
+        let value = try body()
+        Issue.record("expected \(code), got \(value)\(comment.map { " — \($0)" } ?? "")", sourceLocation: sourceLocation)
+        return nil
+    } catch {
+        #expect(error.code == code, "\(error)\(comment.map { " — \($0)" } ?? "")", sourceLocation: sourceLocation)
+        #expect(!error.message.isEmpty, sourceLocation: sourceLocation)
+        return error
+    }
+}
+
+/// Feeds `bytes` to a fresh decoder in one piece and pulls every frame.
+func decodeFrames(_ bytes: [UInt8], maximumFrameSize: Int = Frame.defaultMaximumSize) throws(WireError) -> [Frame] {
+    var decoder = FrameDecoder(maximumFrameSize: maximumFrameSize)
+    decoder.append(bytes)
+    var frames: [Frame] = []
+    while let frame = try decoder.next() { frames.append(frame) }
+    return frames
+}
+
+/// A frame with a hand-written payload.
+func frame(_ kind: ControlMessage.Kind, _ payload: [UInt8], generation: Generation = 5) -> Frame {
+    Frame(kind: kind.rawValue, generation: generation, payload: payload)
+}
+
+/// Builds a payload field by field.
+func payload(_ build: (inout WireWriter) -> Void) -> [UInt8] {
+    var writer = WireWriter()
+    build(&writer)
+    return writer.bytes
+}
+
+// MARK: - Sample messages
+
+/// At least one message of every kind, with awkward values: empty and non-empty lists, absent and
+/// present optionals, extreme integers, non-ASCII text.
+enum Samples {
+    static let capacity = Capacity(cores: 96, memoryBytes: 768 << 30, gflops: 4_321.125)
+
+    static let tokenInfos: [TokenInfo] = [
+        TokenInfo(id: "abc123", createdAt: 1_700_000_000, expiresAt: 1_700_086_400, usesLeft: 3, uses: 2, description: "ci runners"),
+        TokenInfo(id: "def456", createdAt: -1, expiresAt: nil, usesLeft: nil, uses: 0, description: ""),
+        TokenInfo(id: "ghi789", createdAt: .max, expiresAt: .min, usesLeft: 0, uses: .max, description: "rack 4 — nœud"),
+    ]
+
+    static let memberStatuses: [MemberStatus] = [
+        MemberStatus(node: "w1", incarnation: 3, address: "10.0.0.1:7070", state: .alive, sinceGeneration: 3,
+                     lastHeardAge: .milliseconds(120), capacity: capacity, note: ""),
+        MemberStatus(node: "w2", incarnation: 4, address: "[fe80::1%eth0]:7070", state: .suspect, sinceGeneration: 4,
+                     lastHeardAge: .milliseconds(1_500), capacity: Capacity(cores: 1, memoryBytes: 0, gflops: 0), note: "missed heartbeats"),
+        MemberStatus(node: "w3", incarnation: 1, address: "", state: .dead, sinceGeneration: 5,
+                     lastHeardAge: .seconds(86_400), capacity: capacity, note: "no heartbeat within the dead timeout"),
+        MemberStatus(node: "w4", incarnation: 2, address: "h:1", state: .left, sinceGeneration: 6,
+                     lastHeardAge: .zero, capacity: Capacity(cores: .max, memoryBytes: .max, gflops: .greatestFiniteMagnitude), note: "left the cluster"),
+    ]
+
+    static let all: [ControlMessage] = [
+        .hello(Hello(resuming: nil, capacity: capacity, softwareVersion: "0.1.0")),
+        .hello(Hello(resuming: Generation(0xDEAD_BEEF_0000_0001), capacity: Capacity(cores: 0, memoryBytes: .max, gflops: 0), softwareVersion: "")),
+        .welcome(Welcome(node: "worker-7", incarnation: 42, heartbeatInterval: .milliseconds(500), deadTimeout: .seconds(2))),
+        .welcome(Welcome(node: "", incarnation: Generation(.max), heartbeatInterval: .milliseconds(1), deadTimeout: .zero)),
+        .heartbeat(incarnation: 7),
+        .heartbeat(incarnation: Generation(.max)),
+        .heartbeatAck,
+        .view(View(members: [])),
+        .view(View(members: [
+            View.Entry(node: "w1", incarnation: 1, address: "10.0.0.1:7070"),
+            View.Entry(node: "w2", incarnation: 9, address: "[::1]:7071"),
+            View.Entry(node: "ünïcödé", incarnation: 12, address: "hôte-é:1"),
+        ])),
+        .leave(incarnation: 9),
+        .leave(incarnation: .zero),
+        .caRequest,
+        .caBundle(certificateDER: []),
+        .caBundle(certificateDER: (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 37) }),
+        .bootstrapRequest(BootstrapRequest(token: "abc123.0123456789abcdef", name: "worker-7", csrDER: [0x30, 0x82, 0x01, 0x0A, 0x00, 0xFF])),
+        .bootstrapRequest(BootstrapRequest(token: "", name: "", csrDER: [])),
+        .bootstrapGranted(BootstrapGranted(node: "worker-7", certificateDER: [0x30, 0x03, 0x02, 0x01, 0x01], caDER: [0x30, 0x00])),
+        .bootstrapGranted(BootstrapGranted(node: "n", certificateDER: [], caDER: [])),
+        .statusRequest,
+        .statusReply(ClusterStatus(generation: 0, uptime: .zero, heartbeatInterval: .milliseconds(500), deadTimeout: .seconds(2), members: [])),
+        .statusReply(ClusterStatus(generation: 6, uptime: .seconds(3_600 * 24 * 365), heartbeatInterval: .milliseconds(250),
+                                   deadTimeout: .milliseconds(1_750), members: memberStatuses)),
+        .tokenCreate(TokenCreate(ttl: nil, uses: nil, description: "")),
+        .tokenCreate(TokenCreate(ttl: .seconds(3_600), uses: 5, description: "ci runners")),
+        .tokenCreate(TokenCreate(ttl: .zero, uses: 0, description: "zero")),
+        .tokenCreated(TokenCreated(token: "abc123.0123456789abcdef", expiresAt: nil)),
+        .tokenCreated(TokenCreated(token: "abc123.0123456789abcdef", expiresAt: 1_700_086_400)),
+        .tokenCreated(TokenCreated(token: "x", expiresAt: -5)),
+        .tokenListRequest,
+        .tokenList([]),
+        .tokenList(tokenInfos),
+        .tokenRevoke(id: "abc123"),
+        .tokenRevoke(id: ""),
+        .done(message: "token abc123 revoked ✓"),
+        .done(message: ""),
+    ] + Refused.Code.allCases.map { .refused(Refused($0, "refused with \($0) — try again")) }
+        + [.refused(Refused(.badRequest, ""))]
+
+    static let generations: [Generation] = [.zero, 1, 12_345, Generation(.max)]
+}
