@@ -5,20 +5,8 @@ import Testing
 
 // MARK: - Seeded randomness
 
-/// SplitMix64: tiny, fast, and the same sequence on every platform for a given seed.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+/// Test helpers on ElasticCore's SplitMix64 (W1's generator).
+extension SplitMix64 {
     /// A cheap integer in 0..<bound (bound > 0); the modulo bias is irrelevant here.
     mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 

@@ -1,0 +1,217 @@
+/// A training job, as written in a job file (JSON; see docs/job-spec.md). Decoding is the
+/// shell's; `validate()` is pure and names the field that is wrong.
+public struct JobSpec: Codable, Sendable, Equatable {
+    public struct Model: Codable, Sendable, Equatable {
+        /// Width of the input features.
+        public var inputs: Int
+        /// Placement layers, in order: Linear(previous width → outputs) then the activation.
+        public var layers: [Layer]
+        /// `w1` (W1.md's rule: stream seed+2, uniform (2u−1)/√fanIn).
+        public var initialization: String?
+
+        public init(inputs: Int, layers: [Layer], initialization: String? = nil) {
+            self.inputs = inputs
+            self.layers = layers
+            self.initialization = initialization
+        }
+    }
+
+    public struct Layer: Codable, Sendable, Equatable {
+        public var outputs: Int
+        /// `relu`, `gelu` or `none`.
+        public var activation: String
+
+        public init(outputs: Int, activation: String) {
+            self.outputs = outputs
+            self.activation = activation
+        }
+    }
+
+    public struct Data: Codable, Sendable, Equatable {
+        /// The data set directory (as made by `elastic data generate` or `import`), resolved
+        /// on each worker.
+        public var path: String
+
+        public init(path: String) { self.path = path }
+    }
+
+    public struct Optimizer: Codable, Sendable, Equatable {
+        /// `sgd` (with momentum) or `adam`.
+        public var kind: String
+        public var learningRate: Double
+        public var momentum: Double?
+        public var beta1: Double?
+        public var beta2: Double?
+        public var epsilon: Double?
+        public var weightDecay: Double?
+
+        public init(kind: String, learningRate: Double, momentum: Double? = nil, beta1: Double? = nil, beta2: Double? = nil, epsilon: Double? = nil, weightDecay: Double? = nil) {
+            self.kind = kind
+            self.learningRate = learningRate
+            self.momentum = momentum
+            self.beta1 = beta1
+            self.beta2 = beta2
+            self.epsilon = epsilon
+            self.weightDecay = weightDecay
+        }
+    }
+
+    public struct Schedule: Codable, Sendable, Equatable {
+        /// `constant`, `cosine` (linear warm-up, then cosine decay to `minimumFactor`·lr) or
+        /// `step` (× `factor` every `every` steps).
+        public var kind: String
+        public var warmupSteps: Int?
+        public var minimumFactor: Double?
+        public var every: Int?
+        public var factor: Double?
+
+        public init(kind: String, warmupSteps: Int? = nil, minimumFactor: Double? = nil, every: Int? = nil, factor: Double? = nil) {
+            self.kind = kind
+            self.warmupSteps = warmupSteps
+            self.minimumFactor = minimumFactor
+            self.every = every
+            self.factor = factor
+        }
+    }
+
+    /// A fixed plan; without it the controller chooses.
+    public struct PlanRequest: Codable, Sendable, Equatable {
+        public var stages: Int
+        public var replicas: Int
+
+        public init(stages: Int, replicas: Int) {
+            self.stages = stages
+            self.replicas = replicas
+        }
+    }
+
+    /// Reserved for the checkpoint issue; parsed and validated now.
+    public struct Checkpoint: Codable, Sendable, Equatable {
+        public var every: Int?
+        public var keep: Int?
+        public var directory: String?
+    }
+
+    /// Reserved for the gradient-compression issue; only `none` runs now.
+    public struct Compression: Codable, Sendable, Equatable {
+        public var codec: String
+    }
+
+    public var name: String
+    public var model: Model
+    public var data: Data
+    /// Global batch B: fixed whatever the number of workers (invariant 4).
+    public var batch: Int
+    /// Micro-batches per replica.
+    public var microBatches: Int
+    public var optimizer: Optimizer
+    public var schedule: Schedule?
+    /// Train this many steps (or `epochs` whole epochs; one of the two).
+    public var steps: Int?
+    public var epochs: Int?
+    public var seed: UInt64
+    public var plan: PlanRequest?
+    public var checkpoint: Checkpoint?
+    public var compression: Compression?
+
+    public init(name: String, model: Model, data: Data, batch: Int, microBatches: Int, optimizer: Optimizer, schedule: Schedule? = nil, steps: Int? = nil, epochs: Int? = nil, seed: UInt64, plan: PlanRequest? = nil, checkpoint: Checkpoint? = nil, compression: Compression? = nil) {
+        self.name = name
+        self.model = model
+        self.data = data
+        self.batch = batch
+        self.microBatches = microBatches
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.steps = steps
+        self.epochs = epochs
+        self.seed = seed
+        self.plan = plan
+        self.checkpoint = checkpoint
+        self.compression = compression
+    }
+
+    /// Why the job cannot run, naming the field; nil when it is valid.
+    public func problem() -> String? {
+        if name.isEmpty { return "name: must not be empty" }
+        if model.inputs < 1 { return "model.inputs: must be at least 1 (got \(model.inputs))" }
+        if model.layers.isEmpty { return "model.layers: a model needs at least one layer" }
+        for (index, layer) in model.layers.enumerated() {
+            if layer.outputs < 1 { return "model.layers[\(index)].outputs: must be at least 1 (got \(layer.outputs))" }
+            if !["relu", "gelu", "none"].contains(layer.activation) {
+                return "model.layers[\(index)].activation: '\(layer.activation)' is not one of relu, gelu, none"
+            }
+        }
+        if model.layers.last?.outputs ?? 0 < 2 { return "model.layers: the last layer produces the class scores and needs at least 2 outputs" }
+        if let initialization = model.initialization, initialization != "w1" {
+            return "model.initialization: '\(initialization)' is not known (use w1 or leave it out)"
+        }
+        if data.path.isEmpty { return "data.path: must name a data set directory" }
+        if batch < 1 { return "batch: must be at least 1 (got \(batch))" }
+        if microBatches < 1 { return "microBatches: must be at least 1 (got \(microBatches))" }
+        switch optimizer.kind {
+        case "sgd":
+            if let momentum = optimizer.momentum, !(0..<1).contains(momentum) { return "optimizer.momentum: must be in [0, 1) (got \(momentum))" }
+        case "adam":
+            if let beta1 = optimizer.beta1, !(0..<1).contains(beta1) { return "optimizer.beta1: must be in [0, 1)" }
+            if let beta2 = optimizer.beta2, !(0..<1).contains(beta2) { return "optimizer.beta2: must be in [0, 1)" }
+            if let epsilon = optimizer.epsilon, !(epsilon > 0) { return "optimizer.epsilon: must be positive" }
+        default:
+            return "optimizer.kind: '\(optimizer.kind)' is not one of sgd, adam"
+        }
+        if !(optimizer.learningRate > 0) || !optimizer.learningRate.isFinite { return "optimizer.learningRate: must be a positive number" }
+        if let decay = optimizer.weightDecay, !(decay >= 0) { return "optimizer.weightDecay: must not be negative" }
+        if let schedule {
+            switch schedule.kind {
+            case "constant": break
+            case "cosine":
+                if let warmup = schedule.warmupSteps, warmup < 0 { return "schedule.warmupSteps: must not be negative" }
+                if let minimum = schedule.minimumFactor, !(0...1).contains(minimum) { return "schedule.minimumFactor: must be in [0, 1]" }
+            case "step":
+                guard let every = schedule.every, every >= 1 else { return "schedule.every: a step schedule needs every ≥ 1" }
+                guard let factor = schedule.factor, factor > 0 else { return "schedule.factor: a step schedule needs a positive factor" }
+            default:
+                return "schedule.kind: '\(schedule.kind)' is not one of constant, cosine, step"
+            }
+        }
+        switch (steps, epochs) {
+        case (nil, nil): return "steps: give steps or epochs"
+        case (.some, .some): return "steps: give steps or epochs, not both"
+        case (let steps?, nil) where steps < 1: return "steps: must be at least 1"
+        case (nil, let epochs?) where epochs < 1: return "epochs: must be at least 1"
+        default: break
+        }
+        if let plan {
+            if plan.stages < 1 || plan.stages > model.layers.count {
+                return "plan.stages: must be between 1 and the number of layers (\(model.layers.count))"
+            }
+            if plan.replicas < 1 { return "plan.replicas: must be at least 1" }
+            if plan.replicas > batch { return "plan.replicas: \(plan.replicas) replicas cannot share a batch of \(batch)" }
+        }
+        if let checkpoint {
+            if let every = checkpoint.every, every < 1 { return "checkpoint.every: must be at least 1" }
+            if let keep = checkpoint.keep, keep < 1 { return "checkpoint.keep: must be at least 1" }
+        }
+        if let compression, compression.codec != "none" {
+            return "compression.codec: '\(compression.codec)' is not available yet (only none)"
+        }
+        return nil
+    }
+
+    /// Widths at layer boundaries: `[inputs, layer0.outputs, …]`.
+    public var widths: [Int] { [model.inputs] + model.layers.map(\.outputs) }
+
+    /// Parameters of layer i (weights and bias).
+    public func parameterCount(layer index: Int) -> Int {
+        let widths = self.widths
+        return widths[index] * widths[index + 1] + widths[index + 1]
+    }
+
+    /// Total steps the job runs, given the data set size (epochs × steps per epoch).
+    public func totalSteps(samples: Int) -> Int {
+        if let steps { return steps }
+        return (epochs ?? 1) * max(1, samples / batch)
+    }
+
+    /// Steps per epoch: a trailing partial batch is dropped, so every step has B samples.
+    public func stepsPerEpoch(samples: Int) -> Int { max(1, samples / batch) }
+}

@@ -1,0 +1,140 @@
+/// Who computes what in one generation: P stages (contiguous layer ranges) × D replicas, the
+/// node in every (stage, replica) slot, and the spare nodes.
+public struct Plan: Sendable, Equatable {
+    public struct Slot: Hashable, Sendable {
+        public var stage: Int
+        public var replica: Int
+
+        public init(stage: Int, replica: Int) {
+            self.stage = stage
+            self.replica = replica
+        }
+    }
+
+    public var generation: Generation
+    /// Layer range of each stage, covering 0..<layers in order.
+    public var stages: [Range<Int>]
+    public var replicas: Int
+    /// `nodes[stage][replica]`.
+    public var nodes: [[NodeID]]
+    public var spares: [NodeID]
+
+    public init(generation: Generation, stages: [Range<Int>], replicas: Int, nodes: [[NodeID]], spares: [NodeID]) {
+        precondition(nodes.count == stages.count && nodes.allSatisfy { $0.count == replicas }, "a plan fills every slot")
+        self.generation = generation
+        self.stages = stages
+        self.replicas = replicas
+        self.nodes = nodes
+        self.spares = spares
+    }
+
+    public var stageCount: Int { stages.count }
+    public var workers: [NodeID] { nodes.flatMap { $0 } }
+
+    public func slot(of node: NodeID) -> Slot? {
+        for (stage, row) in nodes.enumerated() {
+            if let replica = row.firstIndex(of: node) { return Slot(stage: stage, replica: replica) }
+        }
+        return nil
+    }
+
+    public func node(at slot: Slot) -> NodeID { nodes[slot.stage][slot.replica] }
+
+    /// "2×2: [0..<3: a b] [3..<5: c d]"
+    public var summary: String {
+        "\(stageCount)×\(replicas): " + zip(stages, nodes).map { range, row in
+            "[layers \(range.lowerBound)-\(range.upperBound - 1): \(row.map(\.value).joined(separator: " "))]"
+        }.joined(separator: " ")
+    }
+}
+
+/// Splits a count into `parts` contiguous ranges whose sizes differ by at most one, the larger
+/// first: how a global batch is shared by replicas and a replica's share by micro-batches, and
+/// how a ring all-reduce cuts its buffer. The math of a step never depends on it (invariant 4).
+public enum EvenSplit {
+    public static func range(_ index: Int, of parts: Int, count: Int) -> Range<Int> {
+        precondition(parts > 0 && index >= 0 && index < parts, "index \(index) of \(parts) parts")
+        let base = count / parts
+        let extra = count % parts
+        let start = index * base + min(index, extra)
+        return start..<(start + base + (index < extra ? 1 : 0))
+    }
+
+    public static func ranges(parts: Int, count: Int) -> [Range<Int>] {
+        (0..<parts).map { range($0, of: parts, count: count) }
+    }
+}
+
+/// The simple planner of this stage of the project: a fixed P×D from the job, or one stage and
+/// as many replicas as members (at most the batch). Stages are a min–max contiguous partition
+/// of layer costs. Members fill slots in node order; the rest are spares.
+public enum Planner {
+    public static func plan(job: JobSpec, members: [NodeID], generation: Generation) -> Result<Plan, PlanShortage> {
+        let sorted = members.sorted()
+        let stages: Int
+        let replicas: Int
+        if let request = job.plan {
+            stages = request.stages
+            replicas = request.replicas
+        } else {
+            stages = 1
+            replicas = min(sorted.count, job.batch)
+        }
+        guard replicas >= 1, sorted.count >= stages * replicas else {
+            return .failure(PlanShortage(needed: max(1, stages * replicas), have: sorted.count))
+        }
+        let costs = (0..<job.model.layers.count).map { Double(job.parameterCount(layer: $0)) }
+        let ranges = partition(costs: costs, into: stages)
+        var nodes = Array(repeating: [NodeID](), count: stages)
+        for replica in 0..<replicas {
+            for stage in 0..<stages {
+                nodes[stage].append(sorted[replica * stages + stage])
+            }
+        }
+        let spares = Array(sorted.dropFirst(stages * replicas))
+        return .success(Plan(generation: generation, stages: ranges, replicas: replicas, nodes: nodes, spares: spares))
+    }
+
+    public struct PlanShortage: Error, Sendable, Equatable {
+        public init(needed: Int, have: Int) {
+            self.needed = needed
+            self.have = have
+        }
+
+        public let needed: Int
+        public let have: Int
+        public var explanation: String { "the plan needs \(needed) worker(s), \(have) member(s) are alive" }
+    }
+
+    /// Contiguous ranges of `costs` into `parts` non-empty groups minimizing the largest group
+    /// sum (dynamic programming; ties go to the earliest split).
+    public static func partition(costs: [Double], into parts: Int) -> [Range<Int>] {
+        let n = costs.count
+        precondition(parts >= 1 && parts <= n, "cannot cut \(n) layers into \(parts) stages")
+        var prefix = [0.0]
+        for cost in costs { prefix.append(prefix.last! + cost) }
+        // best[k][i]: the smallest largest-sum for the first i layers in k groups.
+        var best = Array(repeating: Array(repeating: Double.infinity, count: n + 1), count: parts + 1)
+        var cut = Array(repeating: Array(repeating: 0, count: n + 1), count: parts + 1)
+        best[0][0] = 0
+        for k in 1...parts {
+            for i in k...n {
+                for j in (k - 1)..<i {
+                    let value = max(best[k - 1][j], prefix[i] - prefix[j])
+                    if value < best[k][i] {
+                        best[k][i] = value
+                        cut[k][i] = j
+                    }
+                }
+            }
+        }
+        var ranges: [Range<Int>] = []
+        var end = n
+        for k in stride(from: parts, through: 1, by: -1) {
+            let start = cut[k][end]
+            ranges.append(start..<end)
+            end = start
+        }
+        return ranges.reversed()
+    }
+}

@@ -1,0 +1,189 @@
+/// One committed step, as the controller's ledger records it.
+public struct LedgerEntry: Sendable, Equatable {
+    public var step: Int
+    public var epoch: Int
+    /// Position in the epoch's sample order after this step: (epoch, next sample index).
+    public var nextSample: Int
+    /// Mean loss over the global batch.
+    public var loss: Double
+    public var generation: Generation
+    /// Whether every replica of every stage reported the same state checksum before the
+    /// update of this step (DESIGN.md invariant 3).
+    public var replicasAgree: Bool
+    public var committedAt: Timestamp
+
+    public init(step: Int, epoch: Int, nextSample: Int, loss: Double, generation: Generation, replicasAgree: Bool, committedAt: Timestamp) {
+        self.step = step
+        self.epoch = epoch
+        self.nextSample = nextSample
+        self.loss = loss
+        self.generation = generation
+        self.replicasAgree = replicasAgree
+        self.committedAt = committedAt
+    }
+}
+
+/// The controller's side of training: turns the live members and the job into a plan, starts
+/// each step, collects the slots' reports and commits the step when every slot has reported
+/// (updates are applied by the workers only on commit, so a step is all or nothing).
+///
+/// Pure, like `Membership`: inputs in, directives out. Elastic re-planning (moving state to
+/// new slots) builds on this; for now a plan that loses a slot stops with a reason.
+public struct TrainingCoordinator: Sendable {
+    public enum Phase: Sendable, Equatable {
+        case idle
+        /// Not enough members for the plan.
+        case waiting(String)
+        /// A plan was sent; waiting for every slot to be ready.
+        case assigning
+        case running
+        case finished
+        case stopped(String)
+
+        public var name: String {
+            switch self {
+            case .idle: "idle"
+            case .waiting: "waiting"
+            case .assigning: "assigning"
+            case .running: "running"
+            case .finished: "finished"
+            case .stopped: "stopped"
+            }
+        }
+
+        public var detail: String {
+            switch self {
+            case .waiting(let why), .stopped(let why): why
+            default: ""
+            }
+        }
+    }
+
+    public enum Directive: Sendable, Equatable {
+        /// Send the plan (and the job) to every node in it, starting at `nextStep`.
+        case assign(Plan, nextStep: Int)
+        /// Tell every worker of the plan to run `step`.
+        case startStep(Int, generation: Generation)
+        /// Tell every worker of the plan that `step` committed: apply its update.
+        case commit(Int, generation: Generation)
+        case record(LedgerEntry)
+        case finished(steps: Int)
+        case stopped(String)
+    }
+
+    public struct Report: Sendable, Equatable {
+        public var lossSum: Double
+        public var samples: Int
+        public var stateChecksum: UInt64
+
+        public init(lossSum: Double, samples: Int, stateChecksum: UInt64) {
+            self.lossSum = lossSum
+            self.samples = samples
+            self.stateChecksum = stateChecksum
+        }
+    }
+
+    public let job: JobSpec
+    public let samples: Int
+    public let totalSteps: Int
+    public private(set) var phase: Phase = .idle
+    public private(set) var plan: Plan?
+    public private(set) var ledger: [LedgerEntry] = []
+    /// The step being computed (not yet committed).
+    public private(set) var currentStep: Int?
+    private var ready: Set<NodeID> = []
+    private var reports: [NodeID: Report] = [:]
+
+    public init(job: JobSpec, samples: Int) {
+        self.job = job
+        self.samples = samples
+        self.totalSteps = job.totalSteps(samples: samples)
+    }
+
+    /// The next step to run: one past the last committed step.
+    public var nextStep: Int { (ledger.last?.step).map { $0 + 1 } ?? 0 }
+
+    /// The live member set changed (or training starts).
+    public mutating func onMembership(members: [NodeID], generation: Generation) -> [Directive] {
+        var directives: [Directive] = []
+        switch phase {
+        case .finished, .stopped:
+            return directives
+        case .running, .assigning:
+            // Without state transfer (the elasticity issue), a lost slot cannot be refilled.
+            if let plan, !Set(plan.workers).isSubset(of: Set(members)) {
+                let gone = plan.workers.filter { !members.contains($0) }.map(\.value).joined(separator: ", ")
+                let reason = "worker(s) \(gone) of plan \(plan.summary) left at generation \(generation); training stopped after step \(nextStep - 1) (re-planning onto the survivors comes with elasticity)"
+                phase = .stopped(reason)
+                currentStep = nil
+                directives.append(.stopped(reason))
+            }
+            return directives
+        case .idle, .waiting:
+            switch Planner.plan(job: job, members: members, generation: generation) {
+            case .failure(let shortage):
+                phase = .waiting(shortage.explanation)
+            case .success(let plan):
+                self.plan = plan
+                phase = .assigning
+                ready = []
+                directives.append(.assign(plan, nextStep: nextStep))
+            }
+            return directives
+        }
+    }
+
+    /// A worker has its layers and its data-plane links for `generation`.
+    public mutating func onReady(node: NodeID, generation: Generation) -> [Directive] {
+        var directives: [Directive] = []
+        guard phase == .assigning, let plan, plan.generation == generation, plan.slot(of: node) != nil else { return directives }
+        ready.insert(node)
+        if ready.count == plan.workers.count {
+            phase = .running
+            directives.append(contentsOf: start(nextStep, plan: plan))
+        }
+        return directives
+    }
+
+    /// A slot finished its part of `step` (gradients all-reduced, update pending).
+    public mutating func onStepDone(node: NodeID, step: Int, generation: Generation, report: Report, now: Timestamp) -> [Directive] {
+        var directives: [Directive] = []
+        guard phase == .running, let plan, plan.generation == generation, step == currentStep, plan.slot(of: node) != nil else {
+            return directives
+        }
+        reports[node] = report
+        guard reports.count == plan.workers.count else { return directives }
+        let lossSum = plan.nodes.last!.reduce(0.0) { $0 + (reports[$1]?.lossSum ?? 0) }
+        let agree = plan.nodes.allSatisfy { row in Set(row.map { reports[$0]!.stateChecksum }).count == 1 }
+        let perEpoch = job.stepsPerEpoch(samples: samples)
+        let entry = LedgerEntry(
+            step: step, epoch: step / perEpoch, nextSample: (step % perEpoch + 1) * job.batch,
+            loss: lossSum / Double(job.batch), generation: generation, replicasAgree: agree, committedAt: now)
+        ledger.append(entry)
+        reports = [:]
+        currentStep = nil
+        directives.append(.record(entry))
+        directives.append(.commit(step, generation: generation))
+        if step + 1 >= totalSteps {
+            phase = .finished
+            directives.append(.finished(steps: totalSteps))
+        } else {
+            directives.append(contentsOf: start(step + 1, plan: plan))
+        }
+        return directives
+    }
+
+    /// A worker could not run its part (bad data, a failed link): training stops with its reason.
+    public mutating func onFailure(node: NodeID, generation: Generation, reason: String) -> [Directive] {
+        guard let plan, plan.generation == generation, phase == .running || phase == .assigning else { return [] }
+        let text = "\(node): \(reason)"
+        phase = .stopped(text)
+        return [.stopped(text)]
+    }
+
+    private mutating func start(_ step: Int, plan: Plan) -> [Directive] {
+        currentStep = step
+        reports = [:]
+        return [.startStep(step, generation: plan.generation)]
+    }
+}
