@@ -3,7 +3,7 @@
 #   docker run --rm elastic --help
 FROM swift:6.3-bookworm AS build
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzstd-dev pkg-config \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzstd-dev libopenblas-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Resolve dependencies in their own layer so source edits do not refetch them.
@@ -16,12 +16,13 @@ RUN swift build -c release --static-swift-stdlib --product elastic \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzstd1 ca-certificates \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzstd1 libopenblas0-pthread ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --create-home --home-dir /var/lib/elastic elastic
 COPY --from=build /out/elastic /usr/local/bin/elastic
 USER elastic
 WORKDIR /var/lib/elastic
+# 7400: the controller; workers' data planes listen where --data-listen says.
 EXPOSE 7400
 ENTRYPOINT ["elastic"]
 CMD ["--help"]

@@ -25,9 +25,15 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
         .target(name: "ElasticCore"),
+        .target(name: "ElasticNumerics", dependencies: ["ElasticCore", "COpenBLAS"]),
         .target(name: "ElasticWire", dependencies: ["ElasticCore"]),
-        .target(name: "ElasticStorage", dependencies: ["CZstd"]),
+        .target(name: "ElasticStorage", dependencies: ["ElasticCore", "CZstd"]),
         .target(
             name: "ElasticTransport",
             dependencies: [
@@ -45,7 +51,7 @@ let package = Package(
         .target(
             name: "ElasticServices",
             dependencies: [
-                "ElasticCore", "ElasticWire", "ElasticTransport", "ElasticStorage",
+                "ElasticCore", "ElasticWire", "ElasticTransport", "ElasticStorage", "ElasticNumerics",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -59,7 +65,8 @@ let package = Package(
         ),
         .testTarget(name: "ElasticCoreTests", dependencies: ["ElasticCore"]),
         .testTarget(name: "ElasticWireTests", dependencies: ["ElasticWire"]),
-        .testTarget(name: "ElasticStorageTests", dependencies: ["ElasticStorage"]),
+        .testTarget(name: "ElasticStorageTests", dependencies: ["ElasticStorage", "ElasticCore"]),
+        .testTarget(name: "ElasticNumericsTests", dependencies: ["ElasticNumerics", "ElasticCore"]),
         .testTarget(
             name: "ElasticTransportTests",
             dependencies: [

@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# The main job: a local cluster with the embedded defaults. Creates the CA and a token, starts a
-# controller and N workers (default 3) on loopback, waits until all are members, prints the
-# status, then stops everything cleanly (workers leave, the controller shuts down) and checks
-# that every process exited with status 0.
+# The main job: a local cluster with the embedded defaults. Generates the W1 data set (once, in
+# data/w1), creates the CA and a token, starts a controller with jobs/w1.json (W1, 300 steps,
+# 2 stages x 2 replicas) and N workers (default 4) on loopback, follows training to the end,
+# prints the status and the loss curve next to the numpy reference's, then stops everything
+# cleanly (workers leave, the controller shuts down) and checks every exit status.
 #
-#   cluster/local.sh [--workers N] [--keep DIR]
+#   cluster/local.sh [--workers N] [--job FILE] [--keep DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source cluster/lib/common.sh
 
-WORKERS=3
+WORKERS=4
+JOB=jobs/w1.json
 KEEP=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --workers) WORKERS="$2"; shift 2 ;;
         --keep) KEEP="$2"; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-        *) echo "error: unknown argument '$1'; usage: cluster/local.sh [--workers N] [--keep DIR]" >&2; exit 2 ;;
+        --job) JOB="$2"; shift 2 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "error: unknown argument '$1'; usage: cluster/local.sh [--workers N] [--job FILE] [--keep DIR]" >&2; exit 2 ;;
     esac
 done
 
@@ -33,49 +36,31 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== certificates" >&2
-"$E" certs init --dir "$WORK/controller" --force
-HASH="$("$E" certs hash --dir "$WORK/controller")"
+if ! "$E" data inspect data/w1 >/dev/null 2>&1; then
+    echo "== generating the W1 data set in data/w1" >&2
+    "$E" data generate w1 --out data/w1 --shards 4 --force
+fi
 
-echo "== controller" >&2
-"$E" controller --listen 127.0.0.1:0 --data-dir "$WORK/controller" >"$WORK/controller.out" 2>"$WORK/controller.log" &
-CONTROLLER=$!
-PIDS+=("$CONTROLLER")
-for _ in $(seq 100); do [ -s "$WORK/controller/controller.address" ] && break; sleep 0.1; done
-[ -s "$WORK/controller/controller.address" ] || { cat "$WORK/controller.log" >&2; echo "error: the controller did not start" >&2; exit 1; }
-ADDRESS="$(cat "$WORK/controller/controller.address")"
+echo "== controller and $WORKERS workers" >&2
+start_controller --job "$JOB"
 echo "controller at $ADDRESS (log: $WORK/controller.log)" >&2
+join_workers "$WORKERS"
 
-TOKEN="$("$E" token create --data-dir "$WORK/controller" --ttl 1h --uses "$WORKERS" --description "local cluster" 2>/dev/null)"
-echo "== $WORKERS workers join with token ${TOKEN%%.*}" >&2
-WORKER_PIDS=()
-for i in $(seq "$WORKERS"); do
-    "$E" join "$ADDRESS" --token "$TOKEN" --ca-hash "$HASH" --name "worker-$i" --data-dir "$WORK/worker-$i" 2>"$WORK/worker-$i.log" &
-    WORKER_PIDS+=($!)
-    PIDS+=($!)
-done
-
-alive=0
-for _ in $(seq 300); do
-    alive="$("$E" status --data-dir "$WORK/controller" --json 2>/dev/null | grep -c '"state" : "alive"' || true)"
-    [ "$alive" -ge "$WORKERS" ] && break
-    sleep 0.2
-done
+echo "== training $(grep -o '"name": *"[^"]*"' "$JOB" | head -1 | cut -d'"' -f4) (follow: tail -f $WORK/controller.log)" >&2
+VERBOSE=1 wait_for_job 1800 || true
 "$E" status --data-dir "$WORK/controller"
-if [ "$alive" -lt "$WORKERS" ]; then
-    echo "error: only $alive of $WORKERS workers became members; logs are in $WORK" >&2
+echo "== loss curve (this run; the numpy reference on the full W1: 0: 2.318 · 50: 1.948 · 200: 1.307 · 299: 1.136)" >&2
+grep -o 'loss curve .*' "$WORK/controller.log" | sed 's/^loss curve /  /' >&2 || true
+if [ "$PHASE" != "finished" ]; then
+    echo "error: training did not finish (phase: ${PHASE:-unknown}); logs are in $WORK" >&2
     KEEP="$WORK"
     exit 1
 fi
 
 echo "== stopping: workers leave, then the controller shuts down" >&2
 status=0
-for pid in "${WORKER_PIDS[@]}"; do kill -TERM "$pid"; done
-for pid in "${WORKER_PIDS[@]}"; do wait "$pid" || { echo "worker $pid exited with status $?" >&2; status=1; }; done
-kill -TERM "$CONTROLLER"
-wait "$CONTROLLER" || { echo "controller exited with status $?" >&2; status=1; }
-PIDS=()
+stop_cluster || status=1
 
 echo "== membership events ($WORK/controller/events.jsonl)" >&2
 grep -o '"event":"[a-z]*"' "$WORK/controller/events.jsonl" | sort | uniq -c >&2
-[ "$status" -eq 0 ] && echo "local cluster: $WORKERS workers joined, reported alive, left cleanly" || exit 1
+[ "$status" -eq 0 ] && echo "local cluster: $WORKERS workers joined, trained $JOB to the end, left cleanly" || exit 1

@@ -36,6 +36,8 @@ public struct FrameConnection: Sendable {
     /// Completes when the TLS handshake does, with the peer's identity.
     public let peer: EventLoopFuture<PeerIdentity>
     public let remoteAddress: String
+    /// This side's IP address on the connection (the route to the peer), when known.
+    public let localIP: String?
 }
 
 /// Encodes outgoing frames and decodes incoming bytes with `FrameDecoder`. Bad input is answered
@@ -170,7 +172,7 @@ public enum FrameChannels {
         }
         try sync.addHandler(FrameCodecHandler(maximumFrameSize: settings.maximumFrameSize))
         let async = try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
-        return FrameConnection(channel: async, peer: promise.futureResult, remoteAddress: describe(channel.remoteAddress))
+        return FrameConnection(channel: async, peer: promise.futureResult, remoteAddress: describe(channel.remoteAddress), localIP: channel.localAddress?.ipAddress)
     }
 
     /// Binds a TLS listener; every accepted connection arrives as a `FrameConnection`.

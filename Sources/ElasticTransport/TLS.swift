@@ -18,6 +18,17 @@ public enum TLSContexts {
         return try NIOSSLContext(configuration: configuration)
     }
 
+    /// A worker's data-plane listener: peers must present a certificate from the CA.
+    public static func peerServer(identity: Identity, ca: Certificate) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: [.certificate(try identity.nioCertificate())],
+            privateKey: .privateKey(try identity.nioPrivateKey()))
+        configuration.minimumTLSVersion = .tlsv13
+        configuration.certificateVerification = .noHostnameVerification
+        configuration.trustRoots = .certificates([try NIOSSLCertificate(bytes: ca.derBytes, format: .der)])
+        return try NIOSSLContext(configuration: configuration)
+    }
+
     /// A member or an administrator: mutual TLS, the peer verified against the CA.
     public static func mutualClient(identity: Identity, ca: Certificate) throws -> NIOSSLContext {
         var configuration = TLSConfiguration.makeClientConfiguration()

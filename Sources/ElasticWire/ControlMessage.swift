@@ -35,11 +35,27 @@ public enum ControlMessage: Sendable, Equatable {
     case tokenList([TokenInfo])
     case tokenRevoke(id: String)
     case done(message: String)
+    // Training.
+    /// controller → worker: the plan of this generation and the job.
+    case assign(Assignment)
+    /// worker → controller: layers and data-plane links are in place for the frame's generation.
+    case ready
+    /// controller → worker
+    case startStep(step: UInt64)
+    /// worker → controller
+    case stepDone(StepReport)
+    /// controller → worker: every slot finished `step`; apply its update.
+    case commit(step: UInt64)
+    /// worker → controller: this worker cannot go on (bad data, a broken link).
+    case trainingFailed(reason: String)
+    /// admin → controller: start a job (JSON job spec).
+    case submitJob(json: [UInt8])
 
     public enum Kind: UInt8, Sendable, CaseIterable {
         case hello = 1, welcome, heartbeat, heartbeatAck, view, leave, refused
         case caRequest = 16, caBundle, bootstrapRequest, bootstrapGranted
         case statusRequest = 32, statusReply, tokenCreate, tokenCreated, tokenListRequest, tokenList, tokenRevoke, done
+        case assign = 48, ready, startStep, stepDone, commit, trainingFailed, submitJob
     }
 
     public var kind: Kind {
@@ -63,6 +79,13 @@ public enum ControlMessage: Sendable, Equatable {
         case .tokenList: .tokenList
         case .tokenRevoke: .tokenRevoke
         case .done: .done
+        case .assign: .assign
+        case .ready: .ready
+        case .startStep: .startStep
+        case .stepDone: .stepDone
+        case .commit: .commit
+        case .trainingFailed: .trainingFailed
+        case .submitJob: .submitJob
         }
     }
 
@@ -85,6 +108,12 @@ public enum ControlMessage: Sendable, Equatable {
         case .tokenList(let values): writer.write(list: values)
         case .tokenRevoke(let id): writer.write(id)
         case .done(let message): writer.write(message)
+        case .assign(let value): value.encode(to: &writer)
+        case .ready: break
+        case .startStep(let step), .commit(let step): writer.write(step)
+        case .stepDone(let value): value.encode(to: &writer)
+        case .trainingFailed(let reason): writer.write(reason)
+        case .submitJob(let json): writer.write(bytes: json)
         }
         return Frame(kind: kind.rawValue, generation: generation, payload: writer.bytes)
     }
@@ -115,6 +144,13 @@ public enum ControlMessage: Sendable, Equatable {
         case .tokenList: self = .tokenList(try reader.readList(minimumItemSize: 22))
         case .tokenRevoke: self = .tokenRevoke(id: try reader.readString(limit: 64))
         case .done: self = .done(message: try reader.readString())
+        case .assign: self = .assign(try Assignment(from: &reader))
+        case .ready: self = .ready
+        case .startStep: self = .startStep(step: try reader.read(UInt64.self))
+        case .stepDone: self = .stepDone(try StepReport(from: &reader))
+        case .commit: self = .commit(step: try reader.read(UInt64.self))
+        case .trainingFailed: self = .trainingFailed(reason: try reader.readString())
+        case .submitJob: self = .submitJob(json: try reader.readBytes(limit: 256 << 10))
         }
         try reader.expectEnd()
     }
@@ -128,23 +164,28 @@ public struct Hello: WireCodable {
     public var capacity: Capacity
     /// The worker's software version, for the event log.
     public var softwareVersion: String
+    /// `HOST:PORT` of the worker's data-plane listener (empty: none).
+    public var dataAddress: String
 
-    public init(resuming: Generation?, capacity: Capacity, softwareVersion: String) {
+    public init(resuming: Generation?, capacity: Capacity, softwareVersion: String, dataAddress: String = "") {
         self.resuming = resuming
         self.capacity = capacity
         self.softwareVersion = softwareVersion
+        self.dataAddress = dataAddress
     }
 
     public func encode(to writer: inout WireWriter) {
         writer.write(optional: resuming?.value)
         capacity.encode(to: &writer)
         writer.write(softwareVersion)
+        writer.write(dataAddress)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
         resuming = try reader.readOptional(UInt64.self).map { Generation($0) }
         capacity = try Capacity(from: &reader)
         softwareVersion = try reader.readString(limit: 128)
+        dataAddress = try reader.readString(limit: 256)
     }
 }
 
@@ -351,13 +392,16 @@ public struct ClusterStatus: WireCodable {
     public var deadTimeout: Duration
     /// Live members first, then departed ones; each sorted by node.
     public var members: [MemberStatus]
+    /// The job, when one was submitted.
+    public var training: TrainingStatus?
 
-    public init(generation: Generation, uptime: Duration, heartbeatInterval: Duration, deadTimeout: Duration, members: [MemberStatus]) {
+    public init(generation: Generation, uptime: Duration, heartbeatInterval: Duration, deadTimeout: Duration, members: [MemberStatus], training: TrainingStatus? = nil) {
         self.generation = generation
         self.uptime = uptime
         self.heartbeatInterval = heartbeatInterval
         self.deadTimeout = deadTimeout
         self.members = members
+        self.training = training
     }
 
     public func encode(to writer: inout WireWriter) {
@@ -366,6 +410,8 @@ public struct ClusterStatus: WireCodable {
         writer.write(UInt64(clamping: heartbeatInterval.milliseconds))
         writer.write(UInt64(clamping: deadTimeout.milliseconds))
         writer.write(list: members)
+        writer.write(training != nil)
+        training?.encode(to: &writer)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -374,6 +420,7 @@ public struct ClusterStatus: WireCodable {
         heartbeatInterval = try reader.readMilliseconds()
         deadTimeout = try reader.readMilliseconds()
         members = try reader.readList(minimumItemSize: 60)
+        training = try reader.read(Bool.self) ? try TrainingStatus(from: &reader) : nil
     }
 }
 

@@ -15,6 +15,14 @@ public struct WireWriter: Sendable {
     public mutating func write(_ value: Int64) { write(integer: value) }
     public mutating func write(_ value: Double) { write(integer: value.bitPattern) }
 
+    public mutating func write<T: FixedWidthInteger>(integerLittleEndian value: T) {
+        var little = value.littleEndian
+        withUnsafeBytes(of: &little) { bytes.append(contentsOf: $0) }
+    }
+
+    /// Raw bytes, no length.
+    public mutating func append(raw: UnsafeRawBufferPointer) { bytes.append(contentsOf: raw) }
+
     /// A byte string: a 32-bit length, then the bytes.
     public mutating func write(bytes value: some Collection<UInt8>) {
         write(UInt32(value.count))
@@ -94,6 +102,22 @@ public struct WireReader: Sendable {
         return count
     }
 
+    public mutating func read<T: FixedWidthInteger>(littleEndian _: T.Type) throws(WireError) -> T {
+        let size = MemoryLayout<T>.size
+        try need(size, "a \(size)-byte integer")
+        var value: T = 0
+        for i in stride(from: size - 1, through: 0, by: -1) { value = (value << 8) | T(truncatingIfNeeded: bytes[position + i]) }
+        position += size
+        return value
+    }
+
+    /// The next `count` bytes, no length.
+    public mutating func readRaw(_ count: Int) throws(WireError) -> ArraySlice<UInt8> {
+        try need(count, "\(count) bytes")
+        defer { position += count }
+        return bytes[position..<position + count]
+    }
+
     /// Throws unless every byte was read.
     public func expectEnd() throws(WireError) {
         guard remaining == 0 else { throw WireError(.trailingBytes, "\(remaining) unexpected bytes after the message") }
@@ -109,7 +133,7 @@ public struct WireReader: Sendable {
         let size = MemoryLayout<T>.size
         try need(size, "a \(size)-byte integer")
         var value: T = 0
-        for i in 0..<size { value = (value << 8) | T(bytes[position + i]) }
+        for i in 0..<size { value = (value << 8) | T(truncatingIfNeeded: bytes[position + i]) }
         position += size
         return value
     }

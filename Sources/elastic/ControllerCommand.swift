@@ -35,6 +35,9 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "Lifetime of node certificates issued at join.")
     var nodeCertLifetime: String = "7d"
 
+    @Option(help: "A job file (JSON) to train as soon as enough workers have joined.")
+    var job: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -65,6 +68,7 @@ struct ControllerCommand: AsyncParsableCommand {
         let logger = logging.makeLogger(label: "elastic.controller")
         var configuration = ControllerConfiguration(listen: Endpoint(parsing: listen)!, dataDirectory: URL(fileURLWithPath: dataDirectory))
         configuration.membership = try settings()
+        configuration.jobFile = job.map { URL(fileURLWithPath: $0) }
         configuration.nodeCertificateLifetime = Double(try parseDuration(nodeCertLifetime, option: "--node-cert-lifetime").milliseconds) / 1000
         let service = ControllerService(configuration: configuration, logger: logger) { bound in
             FileHandle.standardOutput.write(Data("elastic controller listening on \(bound)\n".utf8))

@@ -30,6 +30,15 @@ struct Join: AsyncParsableCommand {
     @Option(name: .customLong("data-dir"), help: "Where this worker keeps its key and certificate.")
     var dataDirectory: String = "./elastic-worker"
 
+    @Option(help: ArgumentHelp("Where the data plane listens for peers (port 0: any free port).", valueName: "host:port"))
+    var dataListen: String = "0.0.0.0:0"
+
+    @Option(help: "The host name or address peers dial for the data plane (default: this side's address towards the controller).")
+    var dataAdvertise: String?
+
+    @Option(help: "Threads for matrix products (OpenBLAS); 1 suits several workers per host.")
+    var computeThreads: Int = 1
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -41,6 +50,10 @@ struct Join: AsyncParsableCommand {
         }
         if let caHash, !(caHash.hasPrefix("sha256:") && caHash.count == 71 && caHash.dropFirst(7).allSatisfy(\.isHexDigit)) {
             throw ValidationError("--ca-hash must be sha256: followed by 64 hex digits, as printed by 'elastic certs init' or 'elastic certs hash'")
+        }
+        guard computeThreads >= 1 else { throw ValidationError("--compute-threads must be at least 1") }
+        guard Endpoint(parsing: dataListen) != nil else {
+            throw ValidationError("--data-listen '\(dataListen)' is not HOST:PORT (for example 0.0.0.0:0)")
         }
         if let name, let problem = NodeID.problem(with: name) {
             throw ValidationError("--name '\(name)': \(problem)")
@@ -54,8 +67,11 @@ struct Join: AsyncParsableCommand {
         try DataDirectory.prepare(directory)
         let configuration = try await WorkerConfiguration.prepare(
             controller: endpoint, token: token, caHash: caHash, name: name ?? defaultName(),
-            dataDirectory: directory, softwareVersion: Elastic.version, logger: logger)
-        let service = WorkerService(configuration: configuration, logger: logger)
+            dataDirectory: directory, softwareVersion: Elastic.version, computeThreads: computeThreads, logger: logger)
+        var worker = configuration
+        worker.dataListen = Endpoint(parsing: dataListen)!
+        worker.dataAdvertiseHost = dataAdvertise
+        let service = WorkerService(configuration: worker, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -9,6 +9,15 @@ struct ControlMessageRoundTripTests {
         #expect(kinds == Set(ControlMessage.Kind.allCases), "missing: \(Set(ControlMessage.Kind.allCases).subtracting(kinds))")
         #expect(Set(Samples.all.compactMap { if case .refused(let r) = $0 { r.code } else { nil } }) == Set(Refused.Code.allCases))
         #expect(Set(Samples.memberStatuses.map(\.state)) == Set(Membership.State.allCases))
+        // Both sides of every new optional or empty-able field.
+        let statuses = Samples.all.compactMap { if case .statusReply(let s) = $0 { s } else { nil } }
+        #expect(statuses.contains { $0.training == nil } && statuses.contains { $0.training != nil })
+        #expect(statuses.contains { ($0.training?.recent.count ?? 0) >= 2 })
+        let hellos = Samples.all.compactMap { if case .hello(let h) = $0 { h } else { nil } }
+        #expect(hellos.contains { $0.dataAddress.isEmpty } && hellos.contains { !$0.dataAddress.isEmpty })
+        let assignments = Samples.all.compactMap { if case .assign(let a) = $0 { a } else { nil } }
+        #expect(assignments.contains { $0.plan.stageCount >= 2 && $0.plan.replicas >= 2 && !$0.plan.spares.isEmpty })
+        #expect(assignments.contains { $0.plan.spares.isEmpty })
     }
 
     @Test(arguments: Samples.all)
@@ -35,6 +44,7 @@ struct ControlMessageRoundTripTests {
             (.caRequest, 16), (.caBundle, 17), (.bootstrapRequest, 18), (.bootstrapGranted, 19),
             (.statusRequest, 32), (.statusReply, 33), (.tokenCreate, 34), (.tokenCreated, 35), (.tokenListRequest, 36),
             (.tokenList, 37), (.tokenRevoke, 38), (.done, 39),
+            (.assign, 48), (.ready, 49), (.startStep, 50), (.stepDone, 51), (.commit, 52), (.trainingFailed, 53), (.submitJob, 54),
         ]
         for (kind, raw) in expected { #expect(kind.rawValue == raw, "\(kind)") }
         #expect(expected.count == ControlMessage.Kind.allCases.count)
@@ -58,18 +68,158 @@ struct ControlMessageRoundTripTests {
         #expect(ControlMessage.heartbeatAck.frame(generation: 1).encoded() == [0, 0, 0, 10, 1, 4, 0, 0, 0, 0, 0, 0, 0, 1])
     }
 
-    @Test func helloBytesAreExactlyAsDocumented() {
-        let hello = ControlMessage.hello(Hello(resuming: 2, capacity: Capacity(cores: 4, memoryBytes: 256, gflops: 1.5), softwareVersion: "v1"))
+    @Test func helloBytesAreExactlyAsDocumented() throws {
+        let hello = ControlMessage.hello(Hello(resuming: 2, capacity: Capacity(cores: 4, memoryBytes: 256, gflops: 1.5), softwareVersion: "v1", dataAddress: "h:9"))
         #expect(hello.frame(generation: 0).payload == [
             1, 0, 0, 0, 0, 0, 0, 0, 2,                      // resuming: present, 2
             0, 0, 0, 4,                                     // cores
             0, 0, 0, 0, 0, 0, 1, 0,                         // memory
             0x3F, 0xF8, 0, 0, 0, 0, 0, 0,                   // 1.5 as an IEEE 754 double
             0, 0, 0, 2, 0x76, 0x31,                         // "v1"
+            0, 0, 0, 3, 0x68, 0x3A, 0x39,                   // data address "h:9", last
         ])
+        // Without a data-plane listener the address is empty, but its length is still there.
         let fresh = ControlMessage.hello(Hello(resuming: nil, capacity: Capacity(cores: 4, memoryBytes: 256, gflops: 1.5), softwareVersion: "v1"))
-        #expect(fresh.frame(generation: 0).payload.first == 0)
-        #expect(fresh.frame(generation: 0).payload.count == 1 + 20 + 6)
+        let bytes = fresh.frame(generation: 0).payload
+        #expect(bytes.first == 0)
+        #expect(bytes.count == 1 + 20 + 6 + 4)
+        #expect(bytes.suffix(10) == [0, 0, 0, 2, 0x76, 0x31, 0, 0, 0, 0])
+        guard case .hello(let decoded) = try ControlMessage(frame: Frame(kind: 1, generation: 0, payload: bytes)) else {
+            Issue.record("not a hello")
+            return
+        }
+        #expect(decoded.dataAddress == "")
+        // A hello of the earlier protocol (no address field) is now a truncated message.
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: Frame(kind: 1, generation: 0, payload: Array(bytes.dropLast(4)))) }
+    }
+
+    @Test func trainingControlBytesAreExactlyAsDocumented() {
+        #expect(ControlMessage.ready.frame(generation: 3).encoded() == [0, 0, 0, 10, 1, 49, 0, 0, 0, 0, 0, 0, 0, 3])
+        #expect(ControlMessage.startStep(step: 0x0102_0304_0506_0708).frame(generation: 0).payload == [1, 2, 3, 4, 5, 6, 7, 8])
+        #expect(ControlMessage.startStep(step: 1).frame(generation: 0).kind == 50)
+        #expect(ControlMessage.commit(step: 258).frame(generation: 0).payload == [0, 0, 0, 0, 0, 0, 1, 2])
+        #expect(ControlMessage.commit(step: 1).frame(generation: 0).kind == 52)
+        #expect(ControlMessage.trainingFailed(reason: "x").frame(generation: 0).payload == [0, 0, 0, 1, 0x78])
+        #expect(ControlMessage.submitJob(json: [0x7B, 0x7D]).frame(generation: 0).payload == [0, 0, 0, 2, 0x7B, 0x7D])
+
+        let report = StepReport(step: 7, lossSum: -2, samples: 64, stateChecksum: 0xA1A2_A3A4_A5A6_A7A8, computeTime: .microseconds(1_500_999))
+        #expect(ControlMessage.stepDone(report).frame(generation: 0).payload == [
+            0, 0, 0, 0, 0, 0, 0, 7,                         // step
+            0xC0, 0, 0, 0, 0, 0, 0, 0,                      // loss sum -2.0
+            0, 0, 0, 64,                                    // samples
+            0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, // state checksum
+            0, 0, 0, 0, 0, 0, 0x05, 0xDC,                   // compute time: 1500 whole ms
+        ])
+    }
+
+    @Test func assignmentBytesAreExactlyAsDocumented() throws {
+        let plan = Plan(generation: 9, stages: [0..<2, 2..<3], replicas: 1, nodes: [["a"], ["b"]], spares: ["c"])
+        let assignment = Assignment(plan: plan, dataAddresses: ["a": "x:1", "b": ""], jobJSON: [0x7B, 0x7D], nextStep: 5)
+        let bytes = ControlMessage.assign(assignment).frame(generation: 9).payload
+        #expect(bytes == [
+            0, 0, 0, 0, 0, 0, 0, 9,                         // plan generation
+            0, 0, 0, 2,                                     // 2 stages
+            0, 0, 0, 0, 0, 0, 0, 2,                         //   layers 0..<2
+            0, 0, 0, 2, 0, 0, 0, 3,                         //   layers 2..<3
+            0, 0, 0, 1,                                     // 1 replica
+            0, 0, 0, 1, 0x61, 0, 0, 0, 3, 0x78, 0x3A, 0x31, // slot (0, 0): "a" at "x:1"
+            0, 0, 0, 1, 0x62, 0, 0, 0, 0,                   // slot (1, 0): "b", no address
+            0, 0, 0, 1, 0, 0, 0, 1, 0x63,                   // 1 spare: "c" (no address)
+            0, 0, 0, 2, 0x7B, 0x7D,                         // job JSON
+            0, 0, 0, 0, 0, 0, 0, 5,                         // next step
+        ])
+        #expect(try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes)) == .assign(assignment))
+    }
+
+    /// Slots are written stage by stage, replica by replica: `nodes[stage][replica]`.
+    @Test func assignmentSlotsKeepTheirStageAndReplica() throws {
+        let decoded = try ControlMessage(frame: ControlMessage.assign(Samples.assignments[0]).frame(generation: 17))
+        guard case .assign(let assignment) = decoded else {
+            Issue.record("decoded \(decoded)")
+            return
+        }
+        #expect(assignment.plan.node(at: Plan.Slot(stage: 1, replica: 0)) == "w2")
+        #expect(assignment.plan.slot(of: "w3") == Plan.Slot(stage: 0, replica: 1))
+        #expect(assignment.plan.spares == ["w5", "spare-ü"])
+        #expect(assignment.plan.summary == Samples.plan.summary)
+        #expect(assignment.dataAddresses["w4"] == "")
+    }
+
+    /// Only slot nodes' addresses travel: an address for a spare (or any non-slot node) is
+    /// dropped, and a slot node without one arrives with "". A decoded assignment therefore maps
+    /// exactly the slot nodes.
+    @Test func assignmentCarriesTheAddressesOfSlotNodesOnly() throws {
+        var sent = Samples.assignments[0]
+        sent.dataAddresses["w5"] = "spare:1"
+        sent.dataAddresses["gone"] = "departed:1"
+        sent.dataAddresses["w4"] = nil
+        let decoded = try ControlMessage(frame: ControlMessage.assign(sent).frame(generation: 1))
+        guard case .assign(let received) = decoded else {
+            Issue.record("decoded \(decoded)")
+            return
+        }
+        #expect(received.plan == sent.plan)
+        #expect(Set(received.dataAddresses.keys) == Set(sent.plan.workers))
+        #expect(received.dataAddresses["w4"] == "")
+        #expect(received.dataAddresses["w1"] == "10.0.0.1:7071")
+        #expect(received.jobJSON == sent.jobJSON && received.nextStep == sent.nextStep)
+        // …and encodes to the same bytes as what was sent.
+        #expect(ControlMessage.assign(received).frame(generation: 1) == ControlMessage.assign(sent).frame(generation: 1))
+    }
+
+    @Test func clusterStatusEndsWithATrainingPresenceByte() throws {
+        let without = ClusterStatus(generation: 1, uptime: .zero, heartbeatInterval: .milliseconds(500), deadTimeout: .seconds(2), members: [])
+        let bytes = ControlMessage.statusReply(without).frame(generation: 1).payload
+        #expect(bytes == [
+            0, 0, 0, 0, 0, 0, 0, 1,                         // generation
+            0, 0, 0, 0, 0, 0, 0, 0,                         // uptime ms
+            0, 0, 0, 0, 0, 0, 0x01, 0xF4,                   // heartbeat interval ms
+            0, 0, 0, 0, 0, 0, 0x07, 0xD0,                   // dead timeout ms
+            0, 0, 0, 0,                                     // no members
+            0,                                              // no training
+        ])
+        var with = without
+        with.training = TrainingStatus(job: "j", phase: "p", detail: "", committedSteps: 1, totalSteps: 2, lastLoss: 0.5,
+                                       samplesPerSecond: 4, plan: "", recent: [TrainingStatus.Entry(step: 1, epoch: 0, nextSample: 8, loss: 0.5, replicasAgree: true)])
+        let withBytes = ControlMessage.statusReply(with).frame(generation: 1).payload
+        #expect(Array(withBytes.prefix(bytes.count - 1)) == Array(bytes.dropLast()))
+        #expect(Array(withBytes[(bytes.count - 1)...]) == [1] + [
+            0, 0, 0, 1, 0x6A,                               // job "j"
+            0, 0, 0, 1, 0x70,                               // phase "p"
+            0, 0, 0, 0,                                     // detail ""
+            0, 0, 0, 0, 0, 0, 0, 1,                         // committed steps
+            0, 0, 0, 0, 0, 0, 0, 2,                         // total steps
+            0x3F, 0xE0, 0, 0, 0, 0, 0, 0,                   // last loss 0.5
+            0x40, 0x10, 0, 0, 0, 0, 0, 0,                   // samples/s 4.0
+            0, 0, 0, 0,                                     // plan ""
+            0, 0, 0, 1,                                     // 1 recent entry:
+            0, 0, 0, 0, 0, 0, 0, 1,                         //   step
+            0, 0, 0, 0, 0, 0, 0, 0,                         //   epoch
+            0, 0, 0, 0, 0, 0, 0, 8,                         //   next sample
+            0x3F, 0xE0, 0, 0, 0, 0, 0, 0,                   //   loss
+            1,                                              //   replicas agree
+        ])
+        #expect(try ControlMessage(frame: Frame(kind: 33, generation: 1, payload: withBytes)) == .statusReply(with))
+    }
+
+    /// Before the first committed step the controller reports a NaN last loss ("none yet"): it
+    /// travels bit for bit, even though NaN is never equal to itself.
+    @Test func aNaNLastLossTravelsBitForBit() throws {
+        for bits: UInt64 in [Double.nan.bitPattern, 0x7FF0_0000_0000_0001, 0xFFF8_0000_0000_0000] {
+            var training = Samples.trainingStatuses[0]
+            training.lastLoss = Double(bitPattern: bits)
+            training.recent[0].loss = Double(bitPattern: bits)
+            let status = ClusterStatus(generation: 1, uptime: .zero, heartbeatInterval: .milliseconds(500), deadTimeout: .seconds(2), members: [], training: training)
+            let sent = ControlMessage.statusReply(status).frame(generation: 1)
+            let decoded = try ControlMessage(frame: sent)
+            guard case .statusReply(let received) = decoded, let receivedTraining = received.training else {
+                Issue.record("decoded \(decoded)")
+                continue
+            }
+            #expect(receivedTraining.lastLoss.bitPattern == bits)
+            #expect(receivedTraining.recent[0].loss.bitPattern == bits)
+            #expect(decoded.frame(generation: 1) == sent)
+        }
     }
 
     @Test func durationsTravelInWholeMilliseconds() throws {
@@ -102,6 +252,7 @@ struct ControlMessageRoundTripTests {
             $0.write(UInt64(500))
             $0.write(UInt64(2_000))
             $0.write(count: 0)
+            $0.write(false)             // no training
         }
         let create = payload {
             $0.write(optional: UInt64(1) << 40)  // ttl in seconds
@@ -117,9 +268,22 @@ struct ControlMessageRoundTripTests {
             $0.write(UInt64(500))
             $0.write(UInt64(2_000))
             $0.write(count: 0)
+            $0.write(false)
         }
         let message = try ControlMessage(frame: frame(.statusReply, largest))
         #expect(message.frame(generation: 5).payload == largest)
+
+        // The same holds for a step's compute time.
+        func report(milliseconds: UInt64) -> Frame {
+            frame(.stepDone, payload {
+                $0.write(UInt64(1)); $0.write(1.0); $0.write(UInt32(1)); $0.write(UInt64(0)); $0.write(milliseconds)
+            })
+        }
+        for tooLong in [UInt64(Int64.max / 1_000_000) + 1, UInt64(1) << 60, .max] {
+            expectWireError(.invalidValue, "compute time \(tooLong) ms") { () throws(WireError) in try ControlMessage(frame: report(milliseconds: tooLong)) }
+        }
+        let longest = report(milliseconds: UInt64(Int64.max / 1_000_000))
+        #expect(try ControlMessage(frame: longest).frame(generation: 5) == longest)
     }
 }
 

@@ -109,6 +109,7 @@ struct MessageRejectionTests {
                 $0.write(UInt64(10))
                 Samples.capacity.encode(to: &$0)
                 $0.write("")
+                $0.write(false)  // no training
             })
         }
         for state in ["zombie", "", "ALIVE", "alive ", "dea"] {
@@ -134,9 +135,86 @@ struct MessageRejectionTests {
             ("done message", frame(.done, payload { $0.write(String(repeating: "m", count: 4097)) })),
             // A length field claiming more than the limit is refused before the bytes are needed.
             ("claimed certificate", frame(.caBundle, payload { $0.write(UInt32.max) })),
+            ("data address", frame(.hello, payload { $0.write(false); Samples.capacity.encode(to: &$0); $0.write("v"); $0.write(String(repeating: "a", count: 257)) })),
+            ("job", frame(.submitJob, payload { $0.write(bytes: [UInt8](repeating: 0x20, count: (256 << 10) + 1)) })),
+            ("claimed job", frame(.submitJob, payload { $0.write(UInt32.max) })),
+            ("failure reason", frame(.trainingFailed, payload { $0.write(String(repeating: "r", count: 4097)) })),
+            ("training phase", frame(.statusReply, payload {
+                $0.write(UInt64(1)); $0.write(UInt64(0)); $0.write(UInt64(500)); $0.write(UInt64(2_000)); $0.write(count: 0)
+                $0.write(true); $0.write("job"); $0.write(String(repeating: "p", count: 33)); $0.write("")
+                $0.write(UInt64(0)); $0.write(UInt64(0)); $0.write(0.0); $0.write(0.0); $0.write(""); $0.write(count: 0)
+            })),
+            ("assignment node", frame(.assign, AssignmentBytes(nodes: [[String(repeating: "n", count: 65)]]).bytes)),
+            ("assignment address", frame(.assign, AssignmentBytes(nodes: [["a"]], address: String(repeating: "x", count: 257)).bytes)),
+            ("assignment job", frame(.assign, AssignmentBytes(nodes: [["a"]], jobJSON: [UInt8](repeating: 0x20, count: (256 << 10) + 1)).bytes)),
         ]
         for (what, bad) in cases {
             expectWireError(.invalidValue, "\(what)") { () throws(WireError) in try ControlMessage(frame: bad) }
+        }
+    }
+
+    @Test func fieldsAtTheirLimitAreAccepted() throws {
+        let hello = Hello(resuming: nil, capacity: Samples.capacity, softwareVersion: String(repeating: "v", count: 128), dataAddress: String(repeating: "a", count: 256))
+        #expect(try ControlMessage(frame: ControlMessage.hello(hello).frame(generation: 1)) == .hello(hello))
+        let job = ControlMessage.submitJob(json: [UInt8](repeating: 0x20, count: 256 << 10))
+        #expect(try ControlMessage(frame: job.frame(generation: 1)) == job)
+        let node = NodeID(String(repeating: "n", count: 64))
+        let assignment = Assignment(plan: Plan(generation: 1, stages: [0..<1], replicas: 1, nodes: [[node]], spares: []),
+                                    dataAddresses: [node: String(repeating: "x", count: 256)], jobJSON: [UInt8](repeating: 0x20, count: 256 << 10), nextStep: 0)
+        #expect(try ControlMessage(frame: ControlMessage.assign(assignment).frame(generation: 1)) == .assign(assignment))
+    }
+
+    @Test func anInvalidTrainingPresenceByteIsRefused() {
+        for flag: UInt8 in [2, 0x80, 0xFF] {
+            let status = frame(.statusReply, payload {
+                $0.write(UInt64(1)); $0.write(UInt64(0)); $0.write(UInt64(500)); $0.write(UInt64(2_000)); $0.write(count: 0)
+                $0.write(flag)
+            })
+            expectWireError(.invalidValue, "flag \(flag)") { () throws(WireError) in try ControlMessage(frame: status) }
+        }
+        // "Present" with nothing after it is a truncated message; "absent" followed by a
+        // status is one with trailing bytes.
+        let training = payload { Samples.trainingStatuses[1].encode(to: &$0) }
+        let header = payload { $0.write(UInt64(1)); $0.write(UInt64(0)); $0.write(UInt64(500)); $0.write(UInt64(2_000)); $0.write(count: 0) }
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: frame(.statusReply, header + [1])) }
+        expectWireError(.trailingBytes) { () throws(WireError) in try ControlMessage(frame: frame(.statusReply, header + [0] + training)) }
+        #expect(throws: Never.self) { try ControlMessage(frame: frame(.statusReply, header + [1] + training)) }
+    }
+
+    @Test func aRecentEntriesCountTheBytesCannotHoldIsRefused() {
+        // Entries are exactly 33 bytes: 8 + 8 + 8 + 8 + 1.
+        func status(count: Int, entryBytes: Int) -> Frame {
+            frame(.statusReply, payload {
+                $0.write(UInt64(1)); $0.write(UInt64(0)); $0.write(UInt64(500)); $0.write(UInt64(2_000)); $0.write(count: 0)
+                $0.write(true); $0.write("j"); $0.write("p"); $0.write("")
+                $0.write(UInt64(0)); $0.write(UInt64(0)); $0.write(0.0); $0.write(0.0); $0.write("")
+                $0.write(count: count)
+            } + [UInt8](repeating: 0, count: entryBytes))
+        }
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status(count: 2, entryBytes: 65)) }
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status(count: Int(UInt32.max), entryBytes: 33)) }
+        #expect(throws: Never.self) { try ControlMessage(frame: status(count: 2, entryBytes: 66)) }
+        // A replicas-agree flag other than 0 or 1.
+        var bad = status(count: 1, entryBytes: 33)
+        bad.payload[bad.payload.count - 1] = 2
+        expectWireError(.invalidValue) { () throws(WireError) in try ControlMessage(frame: bad) }
+    }
+
+    @Test func aNonFiniteLossSumIsRefused() throws {
+        for loss in [Double.nan, .infinity, -.infinity, Double(bitPattern: 0x7FF0_0000_0000_0001)] {
+            let report = frame(.stepDone, payload {
+                $0.write(UInt64(1)); $0.write(loss); $0.write(UInt32(1)); $0.write(UInt64(0)); $0.write(UInt64(10))
+            })
+            expectWireError(.invalidValue, "loss \(loss)") { () throws(WireError) in try ControlMessage(frame: report) }
+        }
+        for loss in [0, -0.0, .greatestFiniteMagnitude, -.greatestFiniteMagnitude, .leastNonzeroMagnitude] as [Double] {
+            let report = StepReport(step: 1, lossSum: loss, samples: 1, stateChecksum: 0, computeTime: .zero)
+            let decoded = try ControlMessage(frame: ControlMessage.stepDone(report).frame(generation: 1))
+            guard case .stepDone(let value) = decoded else {
+                Issue.record("decoded \(decoded)")
+                continue
+            }
+            #expect(value.lossSum.bitPattern == loss.bitPattern)
         }
     }
 
@@ -150,9 +228,186 @@ struct MessageRejectionTests {
     }
 
     @Test func messagesWithoutFieldsRefuseAnyPayload() {
-        for kind in [ControlMessage.Kind.heartbeatAck, .caRequest, .statusRequest, .tokenListRequest] {
+        for kind in [ControlMessage.Kind.heartbeatAck, .caRequest, .statusRequest, .tokenListRequest, .ready] {
             #expect(throws: Never.self) { try ControlMessage(frame: frame(kind, [])) }
             expectWireError(.trailingBytes, "\(kind)") { () throws(WireError) in try ControlMessage(frame: frame(kind, [0])) }
         }
+    }
+}
+
+/// Builds an assignment payload field by field, so that rejections can break one thing at a time.
+struct AssignmentBytes {
+    var generation: UInt64 = 3
+    var stages: [(UInt32, UInt32)]? = nil
+    var stageCount: UInt32? = nil
+    var replicas: UInt32? = nil
+    var nodes: [[String]]
+    var address = "h:1"
+    var spares: [String] = []
+    var spareCount: UInt32? = nil
+    var jobJSON: [UInt8] = [0x7B, 0x7D]
+    var nextStep: UInt64 = 0
+
+    /// Whether Assignment's up-front slot check (stages × replicas slots of at least 8 bytes
+    /// each in the bytes after the replica count) refuses `payload`, a well-formed assignment
+    /// cut short: the check throws invalidValue where every other count that the remaining bytes
+    /// cannot hold throws truncated.
+    static func slotCheckRefuses(_ payload: [UInt8]) -> Bool {
+        var reader = WireReader(payload)
+        guard (try? reader.read(UInt64.self)) != nil, let stages = try? reader.read(UInt32.self),
+              (try? reader.readRaw(8 * Int(stages))) != nil, let replicas = try? reader.read(UInt32.self)
+        else { return false }
+        return Int(stages) * Int(replicas) > reader.remaining / 8
+    }
+
+    var bytes: [UInt8] {
+        // By default, one layer per stage.
+        let stageList = stages ?? (0..<nodes.count).map { (UInt32($0), UInt32($0 + 1)) }
+        return payload { writer in
+            writer.write(generation)
+            writer.write(stageCount ?? UInt32(stageList.count))
+            for (lower, upper) in stageList {
+                writer.write(lower)
+                writer.write(upper)
+            }
+            writer.write(replicas ?? UInt32(nodes.first?.count ?? 0))
+            for node in nodes.joined() {
+                writer.write(node)
+                writer.write(address)
+            }
+            writer.write(spareCount ?? UInt32(spares.count))
+            for spare in spares { writer.write(spare) }
+            writer.write(bytes: jobJSON)
+            writer.write(nextStep)
+        }
+    }
+}
+
+@Suite("Assignment rejections")
+struct AssignmentRejectionTests {
+    func decode(_ bytes: AssignmentBytes) throws(WireError) -> Assignment {
+        let message = try ControlMessage(frame: frame(.assign, bytes.bytes))
+        guard case .assign(let assignment) = message else { preconditionFailure("decoded \(message)") }
+        return assignment
+    }
+
+    @Test func theHandWrittenBaselineDecodes() throws {
+        let assignment = try decode(AssignmentBytes(nodes: [["a", "b"], ["c", "d"]], spares: ["e"]))
+        #expect(assignment.plan == Plan(generation: 3, stages: [0..<1, 1..<2], replicas: 2, nodes: [["a", "b"], ["c", "d"]], spares: ["e"]))
+        #expect(assignment.dataAddresses == ["a": "h:1", "b": "h:1", "c": "h:1", "d": "h:1"])
+        let uneven = try decode(AssignmentBytes(stages: [(0, 7), (7, 8), (8, 100)], nodes: [["a"], ["b"], ["c"]]))
+        #expect(uneven.plan.stages == [0..<7, 7..<8, 8..<100])
+    }
+
+    @Test func stagesMustStartAtLayerZeroAndBeContiguous() {
+        let cases: [(String, [(UInt32, UInt32)])] = [
+            ("starts at 1", [(1, 3), (3, 5)]),
+            ("starts at UInt32.max", [(UInt32.max, UInt32.max)]),
+            ("gap", [(0, 3), (4, 5)]),
+            ("overlap", [(0, 3), (2, 5)]),
+            ("repeated", [(0, 3), (0, 3)]),
+            ("out of order", [(3, 5), (0, 3)]),
+            ("second starts at 0", [(0, 3), (0, 5)]),
+        ]
+        for (what, stages) in cases {
+            let bytes = AssignmentBytes(stages: stages, nodes: stages.indices.map { ["n\($0)"] })
+            expectWireError(.invalidValue, "\(what)") { () throws(WireError) in try decode(bytes) }
+        }
+    }
+
+    @Test func anEmptyOrBackwardStageIsRefused() {
+        for stages in [[(0, 0)], [(0, 3), (3, 3)], [(0, 3), (3, 2)], [(0, 3), (3, 0)]] as [[(UInt32, UInt32)]] {
+            let bytes = AssignmentBytes(stages: stages, nodes: stages.indices.map { ["n\($0)"] })
+            expectWireError(.invalidValue, "\(stages)") { () throws(WireError) in try decode(bytes) }
+        }
+    }
+
+    @Test func aPlanWithoutSlotsIsRefused() {
+        // No stages at all.
+        expectWireError(.invalidValue, "0 stages") { () throws(WireError) in try decode(AssignmentBytes(stages: [], replicas: 1, nodes: [])) }
+        // Stages, but zero replicas.
+        expectWireError(.invalidValue, "0 replicas") { () throws(WireError) in try decode(AssignmentBytes(replicas: 0, nodes: [[], []])) }
+        // Both.
+        expectWireError(.invalidValue, "0×0") { () throws(WireError) in try decode(AssignmentBytes(stages: [], replicas: 0, nodes: [])) }
+    }
+
+    @Test func aNodeInTwoPlacesIsRefused() {
+        let cases: [(String, AssignmentBytes)] = [
+            ("two slots of a stage", AssignmentBytes(nodes: [["a", "a"]])),
+            ("two stages", AssignmentBytes(nodes: [["a", "b"], ["c", "a"]])),
+            ("a slot and a spare", AssignmentBytes(nodes: [["a"], ["b"]], spares: ["c", "b"])),
+            ("two spares", AssignmentBytes(nodes: [["a"]], spares: ["s", "s"])),
+        ]
+        for (what, bytes) in cases {
+            let error = expectWireError(.invalidValue, "\(what)") { () throws(WireError) in try decode(bytes) }
+            #expect(error?.message.contains("twice") == true, "\(what)")
+        }
+        // Case matters…
+        #expect(throws: Never.self) { try decode(AssignmentBytes(nodes: [["a", "A"]])) }
+        // …but ids compare as Swift strings, so two spellings of the same text (precomposed and
+        // combining accent) are one node. (Valid node ids are ASCII; this only pins that such a
+        // plan is refused rather than decoded into a map that loses a slot's address.)
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(AssignmentBytes(nodes: [["é", "e\u{301}"]])) }
+    }
+
+    /// Every slot takes at least 8 bytes (two length fields): a stages × replicas product the
+    /// rest of the message cannot hold is refused before any slot is read or allocated.
+    @Test func aPlanClaimingMoreSlotsThanTheBytesHoldIsRefused() {
+        // Two 12-byte slots, then 18 bytes of spares, job and next step: 42 bytes hold at most 5
+        // slots by the 8-byte measure.
+        let cases: [(String, AssignmentBytes)] = [
+            ("1×6", AssignmentBytes(replicas: 6, nodes: [["a", "b"]])),
+            ("1×1000", AssignmentBytes(replicas: 1_000, nodes: [["a", "b"]])),
+            ("1×\(UInt32.max)", AssignmentBytes(replicas: .max, nodes: [["a", "b"]])),
+            ("1000×\(UInt32.max)", AssignmentBytes(stages: (0..<1_000).map { (UInt32($0), UInt32($0 + 1)) }, replicas: .max, nodes: [["a"]])),
+        ]
+        for (shape, bytes) in cases {
+            #expect(AssignmentBytes.slotCheckRefuses(bytes.bytes), "\(shape)")
+            do {
+                let assignment = try decode(bytes)
+                Issue.record("\(shape) decoded as \(assignment)")
+            } catch {
+                // Refused by the up-front check, which names the shape, not by running out of
+                // bytes halfway through the slots.
+                #expect(error.message.contains("\(shape) slots"), "\(shape): \(error)")
+                #expect(error.code == .truncated, "\(shape)")
+            }
+        }
+        // A count that passes the 8-byte estimate but still runs out of bytes fails on the read
+        // that runs out.
+        let slightlyShort = AssignmentBytes(replicas: 3, nodes: [["a", "b"]])
+        #expect(!AssignmentBytes.slotCheckRefuses(slightlyShort.bytes))
+        expectWireError(.truncated, "1×3") { () throws(WireError) in try decode(slightlyShort) }
+        // A stage count the bytes cannot hold is refused by the list count check.
+        expectWireError(.truncated, "stage count") { () throws(WireError) in try decode(AssignmentBytes(stageCount: UInt32.max, nodes: [["a"]])) }
+        expectWireError(.truncated, "spare count") { () throws(WireError) in try decode(AssignmentBytes(nodes: [["a"]], spareCount: 1_000)) }
+    }
+
+    /// Every other "more items than bytes" count (stages, spares, list items, floats) is a
+    /// truncated message; the slot count should be too. As it is, a well-formed assignment cut
+    /// anywhere before its last slots' bytes is reported as "a plan of S×R slots is empty or
+    /// larger than its message" (invalidValue), which also breaks the "every truncation is
+    /// refused as truncated" property the other messages have.
+    @Test
+    func aSlotCountTheBytesCannotHoldIsTruncated() throws {
+        expectWireError(.truncated) { () throws(WireError) in try decode(AssignmentBytes(replicas: 6, nodes: [["a", "b"]])) }
+        let full = ControlMessage.assign(Samples.assignments[0]).frame(generation: 1).payload
+        for length in 0..<full.count {
+            expectWireError(.truncated, "cut to \(length)") { () throws(WireError) in try ControlMessage(frame: frame(.assign, Array(full[..<length]))) }
+        }
+        // Empty plans stay invalid values.
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(AssignmentBytes(replicas: 0, nodes: [[], []])) }
+    }
+
+    /// The slot check counts 8 bytes per slot; a message with exactly that (empty node ids and
+    /// addresses) still passes it and then needs the rest of its fields.
+    @Test func theSlotCheckIsExactAtEightBytesPerSlot() {
+        let slots = payload { writer in
+            writer.write(UInt64(1)); writer.write(count: 1); writer.write(UInt32(0)); writer.write(UInt32(1)); writer.write(UInt32(2))
+        }
+        // Two empty slots: exactly 16 bytes. Then the spares count is missing: truncated.
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: frame(.assign, slots + [UInt8](repeating: 0, count: 16))) }
+        // One byte fewer: the plan cannot fit, and says so before reading the slots.
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: frame(.assign, slots + [UInt8](repeating: 0, count: 15))) }
     }
 }

@@ -66,6 +66,17 @@ func frame(_ kind: ControlMessage.Kind, _ payload: [UInt8], generation: Generati
     Frame(kind: kind.rawValue, generation: generation, payload: payload)
 }
 
+/// A data-plane frame with a hand-written payload.
+func dataFrame(_ kind: DataMessage.Kind, _ payload: [UInt8], generation: Generation = 5) -> Frame {
+    Frame(kind: kind.rawValue, generation: generation, payload: payload)
+}
+
+/// The bytes of a float32, least significant first (the data plane's order).
+func littleEndianBytes(_ value: Float) -> [UInt8] {
+    let bits = value.bitPattern
+    return (0..<4).map { UInt8(truncatingIfNeeded: bits >> (8 * UInt32($0))) }
+}
+
 /// Builds a payload field by field.
 func payload(_ build: (inout WireWriter) -> Void) -> [UInt8] {
     var writer = WireWriter()
@@ -97,9 +108,53 @@ enum Samples {
                      lastHeardAge: .zero, capacity: Capacity(cores: .max, memoryBytes: .max, gflops: .greatestFiniteMagnitude), note: "left the cluster"),
     ]
 
+    /// 2 stages × 2 replicas over 5 layers, two spares; `nodes[stage][replica]`.
+    static let plan = Plan(
+        generation: 17, stages: [0..<3, 3..<5], replicas: 2,
+        nodes: [["w1", "w3"], ["w2", "w4"]], spares: ["w5", "spare-ü"])
+
+    /// Data addresses of exactly the plan's slot nodes (spares' addresses do not travel), one
+    /// of them empty (a worker without a data-plane listener).
+    static let dataAddresses: [NodeID: String] = [
+        "w1": "10.0.0.1:7071", "w2": "[fe80::1%eth0]:7071", "w3": "hôte-é:65535", "w4": "",
+    ]
+
+    static let assignments: [Assignment] = [
+        Assignment(plan: plan, dataAddresses: dataAddresses,
+                   jobJSON: Array(#"{"name":"mnist-mlp","batch":64,"steps":100,"plan":{"stages":2,"replicas":2}}"#.utf8),
+                   nextStep: 42),
+        // The smallest plan: one slot, no spares, no job bytes, extreme numbers.
+        Assignment(plan: Plan(generation: Generation(.max), stages: [0..<1], replicas: 1, nodes: [["solo"]], spares: []),
+                   dataAddresses: ["solo": "127.0.0.1:1"], jobJSON: [], nextStep: .max),
+        // One stage, many replicas (the planner's default shape), layer bounds near UInt32.max.
+        Assignment(plan: Plan(generation: 0, stages: [0..<Int(UInt32.max)], replicas: 3, nodes: [["r0", "r1", "r2"]], spares: ["s"]),
+                   dataAddresses: ["r0": "a:1", "r1": "b:2", "r2": "c:3"], jobJSON: [0x7B, 0x7D], nextStep: 0),
+    ]
+
+    static let trainingStatuses: [TrainingStatus] = [
+        TrainingStatus(
+            job: "mnist-mlp", phase: "training", detail: "step 42 of 100 — 2×2 plan", committedSteps: 42, totalSteps: 100,
+            lastLoss: 0.693_147_180_559_945_3, samplesPerSecond: 12_345.75, plan: plan.summary,
+            recent: [
+                TrainingStatus.Entry(step: 40, epoch: 0, nextSample: 2_624, loss: 0.75, replicasAgree: true),
+                TrainingStatus.Entry(step: 41, epoch: 1, nextSample: 0, loss: -0.0, replicasAgree: true),
+                TrainingStatus.Entry(step: 42, epoch: .max, nextSample: .max, loss: .infinity, replicasAgree: false),
+            ]),
+        TrainingStatus(job: "", phase: "", detail: "", committedSteps: 0, totalSteps: 0, lastLoss: -.greatestFiniteMagnitude,
+                       samplesPerSecond: 0, plan: "", recent: []),
+    ]
+
+    static let stepReports: [StepReport] = [
+        StepReport(step: 42, lossSum: 44.362_5, samples: 64, stateChecksum: 0xC0FF_EE00_DEAD_BEEF, computeTime: .milliseconds(1_234)),
+        StepReport(step: .max, lossSum: -.greatestFiniteMagnitude, samples: .max, stateChecksum: 0, computeTime: .milliseconds(Int64.max / 1_000_000)),
+        StepReport(step: 0, lossSum: 0, samples: 0, stateChecksum: .max, computeTime: .zero),
+    ]
+
     static let all: [ControlMessage] = [
         .hello(Hello(resuming: nil, capacity: capacity, softwareVersion: "0.1.0")),
         .hello(Hello(resuming: Generation(0xDEAD_BEEF_0000_0001), capacity: Capacity(cores: 0, memoryBytes: .max, gflops: 0), softwareVersion: "")),
+        .hello(Hello(resuming: 3, capacity: capacity, softwareVersion: "0.2.0", dataAddress: "[fe80::1%eth0]:7071")),
+        .hello(Hello(resuming: nil, capacity: capacity, softwareVersion: "0.2.0", dataAddress: "hôte-é:65535")),
         .welcome(Welcome(node: "worker-7", incarnation: 42, heartbeatInterval: .milliseconds(500), deadTimeout: .seconds(2))),
         .welcome(Welcome(node: "", incarnation: Generation(.max), heartbeatInterval: .milliseconds(1), deadTimeout: .zero)),
         .heartbeat(incarnation: 7),
@@ -124,6 +179,10 @@ enum Samples {
         .statusReply(ClusterStatus(generation: 0, uptime: .zero, heartbeatInterval: .milliseconds(500), deadTimeout: .seconds(2), members: [])),
         .statusReply(ClusterStatus(generation: 6, uptime: .seconds(3_600 * 24 * 365), heartbeatInterval: .milliseconds(250),
                                    deadTimeout: .milliseconds(1_750), members: memberStatuses)),
+        .statusReply(ClusterStatus(generation: 17, uptime: .seconds(90), heartbeatInterval: .milliseconds(500),
+                                   deadTimeout: .seconds(2), members: memberStatuses, training: trainingStatuses[0])),
+        .statusReply(ClusterStatus(generation: 1, uptime: .zero, heartbeatInterval: .milliseconds(1),
+                                   deadTimeout: .zero, members: [], training: trainingStatuses[1])),
         .tokenCreate(TokenCreate(ttl: nil, uses: nil, description: "")),
         .tokenCreate(TokenCreate(ttl: .seconds(3_600), uses: 5, description: "ci runners")),
         .tokenCreate(TokenCreate(ttl: .zero, uses: 0, description: "zero")),
@@ -137,8 +196,22 @@ enum Samples {
         .tokenRevoke(id: ""),
         .done(message: "token abc123 revoked ✓"),
         .done(message: ""),
-    ] + Refused.Code.allCases.map { .refused(Refused($0, "refused with \($0) — try again")) }
-        + [.refused(Refused(.badRequest, ""))]
+        .ready,
+        .startStep(step: 0),
+        .startStep(step: 43),
+        .startStep(step: .max),
+        .commit(step: 42),
+        .commit(step: .max),
+        .trainingFailed(reason: "stage 1 replica 0: link to w3 closed — generation 17"),
+        .trainingFailed(reason: ""),
+        .submitJob(json: Array(#"{"name":"mnist-mlp","layers":[784,128,10],"note":"ünïcödé ✓"}"#.utf8)),
+        .submitJob(json: []),
+    ] + training + refusals
+
+    static let training: [ControlMessage] = assignments.map { ControlMessage.assign($0) } + stepReports.map { ControlMessage.stepDone($0) }
+
+    static let refusals: [ControlMessage] = Refused.Code.allCases.map { ControlMessage.refused(Refused($0, "refused with \($0) — try again")) }
+        + [ControlMessage.refused(Refused(.badRequest, ""))]
 
     static let generations: [Generation] = [.zero, 1, 12_345, Generation(.max)]
 }

@@ -56,6 +56,11 @@ public struct AdminClient: Sendable {
         return message
     }
 
+    public func submitJob(json: [UInt8]) async throws -> String {
+        guard case .done(let message) = try await ask(.submitJob(json: json)) else { throw unexpected() }
+        return message
+    }
+
     private func ask(_ message: ControlMessage) async throws -> ControlMessage {
         try await ControlClient.exchange(message, with: controller, tls: tls)
     }

@@ -18,11 +18,32 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var note: String
     }
 
+    public struct Training: Codable, Sendable, Equatable {
+        public struct Step: Codable, Sendable, Equatable {
+            public var step: UInt64
+            public var epoch: UInt64
+            public var nextSample: UInt64
+            public var loss: Double
+            public var replicasAgree: Bool
+        }
+
+        public var job: String
+        public var phase: String
+        public var detail: String
+        public var committedSteps: UInt64
+        public var totalSteps: UInt64
+        public var lastLoss: Double?
+        public var samplesPerSecond: Double
+        public var plan: String
+        public var recent: [Step]
+    }
+
     public var generation: UInt64
     public var uptimeMs: Int64
     public var heartbeatIntervalMs: Int64
     public var deadTimeoutMs: Int64
     public var members: [Member]
+    public var training: Training?
 
     public init(_ status: ClusterStatus) {
         generation = status.generation.value
@@ -36,6 +57,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
                 sinceGeneration: $0.sinceGeneration.value, address: $0.address,
                 lastHeartbeatAgeMs: live ? $0.lastHeardAge.milliseconds : nil,
                 cores: $0.capacity.cores, memoryBytes: $0.capacity.memoryBytes, gflops: $0.capacity.gflops, note: $0.note)
+        }
+        training = status.training.map { training in
+            Training(
+                job: training.job, phase: training.phase, detail: training.detail, committedSteps: training.committedSteps,
+                totalSteps: training.totalSteps, lastLoss: training.lastLoss.isFinite ? training.lastLoss : nil,
+                samplesPerSecond: training.samplesPerSecond, plan: training.plan,
+                recent: training.recent.map { Training.Step(step: $0.step, epoch: $0.epoch, nextSample: $0.nextSample, loss: $0.loss, replicasAgree: $0.replicasAgree) })
         }
     }
 
@@ -64,6 +92,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             ])
         }
         lines += formatTable(rows)
+        if let training {
+            lines.append("")
+            lines.append("job \(training.job): \(training.phase)\(training.detail.isEmpty ? "" : " — " + training.detail)")
+            lines.append("  step \(training.committedSteps)/\(training.totalSteps) · loss \(training.lastLoss.map { String(format: "%.6f", $0) } ?? "-") · \(String(format: "%.0f", training.samplesPerSecond)) samples/s")
+            if !training.plan.isEmpty { lines.append("  plan \(training.plan)") }
+        }
         return lines.joined(separator: "\n")
     }
 }

@@ -15,6 +15,8 @@ public struct ControllerConfiguration: Sendable {
     /// How long a node certificate issued at bootstrap stays valid.
     public var nodeCertificateLifetime: TimeInterval = 7 * 86400
     public var channel = ChannelSettings()
+    /// A job file (JSON) to run as soon as enough workers have joined.
+    public var jobFile: URL?
 
     public init(listen: Endpoint, dataDirectory: URL) {
         self.listen = listen
@@ -48,10 +50,20 @@ public struct ControllerService: Service {
         let identity = try paths.loadControllerIdentity()
         let tls = try TLSContexts.controller(identity: identity, ca: authority.certificate)
         let tokens = try TokenStore(file: paths.tokens)
+        var job: AcceptedJob?
+        if let jobFile = configuration.jobFile {
+            guard let bytes = FileManager.default.contents(atPath: jobFile.path) else {
+                throw ElasticError("cannot read the job file \(jobFile.path)")
+            }
+            job = try AcceptedJob.load(json: Array(bytes), baseDirectory: jobFile.deletingLastPathComponent())
+        }
         let events = try EventLog(file: paths.events, logger: logger)
         defer { events.close() }
+        let ledger = LedgerFile(file: paths.ledger)
+        defer { ledger.close() }
         let state = ControllerState(
-            settings: configuration.membership, tokens: tokens, authority: authority, events: events,
+            settings: configuration.membership, tokens: tokens, authority: authority, events: events, ledger: ledger,
+            job: job, baseDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
             nodeCertificateLifetime: configuration.nodeCertificateLifetime, logger: logger)
 
         var channelSettings = configuration.channel
@@ -122,6 +134,7 @@ struct ControllerPaths {
     var pki: URL { PKIFiles.controllerDirectory(dataDirectory: dataDirectory) }
     var tokens: URL { dataDirectory.appendingPathComponent("tokens.json") }
     var events: URL { dataDirectory.appendingPathComponent("events.jsonl") }
+    var ledger: URL { dataDirectory.appendingPathComponent("ledger.jsonl") }
 
     func loadAuthority() throws -> CertificateAuthority {
         try requirePKI()

@@ -32,12 +32,20 @@ actor ControllerState {
     /// Where each node last joined from and what it offered, for status rows of departed nodes.
     private var lastSeen: [NodeID: (address: String, capacity: Capacity)] = [:]
     private(set) var isShuttingDown = false
+    private var training: ControllerTraining?
+    /// Where each member's data plane listens, from its hello.
+    private var dataAddresses: [NodeID: String] = [:]
+    private let ledgerFile: LedgerFile
+    private let baseDirectory: URL
 
-    init(settings: Membership.Settings, tokens: TokenStore, authority: CertificateAuthority, events: EventLog, nodeCertificateLifetime: TimeInterval, logger: Logger) {
+    init(settings: Membership.Settings, tokens: TokenStore, authority: CertificateAuthority, events: EventLog, ledger: LedgerFile, job: AcceptedJob?, baseDirectory: URL, nodeCertificateLifetime: TimeInterval, logger: Logger) {
         self.membership = Membership(settings: settings)
         self.tokens = tokens
         self.authority = authority
         self.events = events
+        self.ledgerFile = ledger
+        self.training = job.map(ControllerTraining.init(job:))
+        self.baseDirectory = baseDirectory
         self.nodeCertificateLifetime = nodeCertificateLifetime
         self.logger = logger
     }
@@ -82,11 +90,31 @@ actor ControllerState {
             refuse(id, Refused(.certificateRequired, "this request needs a client certificate from the cluster CA; join with 'elastic join HOST:PORT --token T --ca-hash H' first"))
         case (.node?, .hello(let hello)):
             let node = NodeID(connection.peer.name ?? "")
+            dataAddresses[node] = hello.dataAddress
             apply(membership.onJoin(node: node, address: connection.remoteAddress, capacity: hello.capacity, resuming: hello.resuming, now: now), requester: id)
         case (.node?, .heartbeat(let incarnation)):
             apply(membership.onHeartbeat(node: NodeID(connection.peer.name ?? ""), incarnation: incarnation, generation: frame.generation, now: now), requester: id)
         case (.node?, .leave(let incarnation)):
             apply(membership.onLeave(node: NodeID(connection.peer.name ?? ""), incarnation: incarnation, generation: frame.generation, now: now), requester: id)
+        case (.node?, .ready):
+            trainingDirectives { $0.onReady(node: NodeID(connection.peer.name ?? ""), generation: frame.generation) }
+        case (.node?, .stepDone(let report)):
+            let node = NodeID(connection.peer.name ?? "")
+            // A fenced incarnation's report is refused; an older generation's is ignored by the
+            // coordinator, which checks the plan's generation.
+            if let refusal = membership.admission(node: node, incarnation: connection.incarnation ?? .zero, generation: frame.generation),
+               case .fenced = refusal {
+                refuse(id, refused(refusal))
+                return
+            }
+            trainingDirectives {
+                $0.onStepDone(node: node, step: Int(report.step), generation: frame.generation, report: .init(lossSum: report.lossSum, samples: Int(report.samples), stateChecksum: report.stateChecksum), now: now)
+            }
+        case (.node?, .trainingFailed(let reason)):
+            logger.error("\(connection.peer.name ?? "?") cannot train: \(reason)")
+            trainingDirectives { $0.onFailure(node: NodeID(connection.peer.name ?? ""), generation: frame.generation, reason: reason) }
+        case (.admin?, .submitJob(let json)):
+            submitJob(id, json)
         case (.admin?, .statusRequest):
             send(id, .statusReply(status(now: now)))
         case (.admin?, .tokenCreate(let request)):
@@ -159,6 +187,8 @@ actor ControllerState {
                 for (node, id) in sessions where membership.members[node] != nil {
                     send(id, view, generation: generation)
                 }
+                let members = membership.liveMembers.map(\.node)
+                trainingDirectives { $0.onMembership(members: members, generation: generation) }
             case let .record(event):
                 events.record(event)
             case .scheduleTick:
@@ -270,6 +300,72 @@ actor ControllerState {
         return ClusterStatus(
             generation: membership.generation, uptime: now.since(startedAt),
             heartbeatInterval: membership.settings.heartbeatInterval, deadTimeout: membership.settings.deadTimeout,
-            members: rows)
+            members: rows, training: training?.status())
+    }
+
+    // MARK: - Training
+
+    private func submitJob(_ id: Int, _ json: [UInt8]) {
+        if let training, !["finished", "stopped"].contains(training.coordinator.phase.name) {
+            refuse(id, Refused(.badRequest, "job '\(training.job.spec.name)' is \(training.coordinator.phase.name); submit another when it has finished"))
+            return
+        }
+        let job: AcceptedJob
+        do {
+            job = try AcceptedJob.load(json: json, baseDirectory: baseDirectory)
+        } catch {
+            refuse(id, Refused(.badRequest, "\(error)"))
+            return
+        }
+        logger.info("accepted job '\(job.spec.name)': \(job.spec.model.layers.count) layers, batch \(job.spec.batch), \(job.spec.totalSteps(samples: job.samples)) steps on \(job.samples) samples")
+        training = ControllerTraining(job: job)
+        send(id, .done(message: "job '\(job.spec.name)' accepted: \(job.spec.totalSteps(samples: job.samples)) steps"))
+        let members = membership.liveMembers.map(\.node)
+        trainingDirectives { $0.onMembership(members: members, generation: membership.generation) }
+    }
+
+    /// Runs one input through the coordinator and carries out what it returns.
+    private func trainingDirectives(_ input: (inout TrainingCoordinator) -> [TrainingCoordinator.Directive]) {
+        guard var current = training else { return }
+        let directives = input(&current.coordinator)
+        training = current
+        for directive in directives {
+            switch directive {
+            case let .assign(plan, nextStep):
+                logger.info("plan for generation \(plan.generation): \(plan.summary)\(plan.spares.isEmpty ? "" : "; spares: " + plan.spares.map(\.value).joined(separator: " "))")
+                let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: current.job.json, nextStep: UInt64(nextStep))
+                for node in plan.workers { sendToMember(node, .assign(assignment), generation: plan.generation) }
+            case let .startStep(step, generation):
+                for node in current.coordinator.plan?.workers ?? [] { sendToMember(node, .startStep(step: UInt64(step)), generation: generation) }
+            case let .commit(step, generation):
+                for node in current.coordinator.plan?.workers ?? [] { sendToMember(node, .commit(step: UInt64(step)), generation: generation) }
+            case let .record(entry):
+                ledgerFile.append(entry, job: current.job.spec.name)
+                if !entry.replicasAgree {
+                    logger.error("step \(entry.step): replicas of a stage reported different weights (invariant 3 broken)")
+                }
+                let now = MonotonicClock.now()
+                if entry.step == 0 || now.since(current.lastLog) >= .seconds(2) || entry.step + 1 == current.coordinator.totalSteps {
+                    current.lastLog = now
+                    training = current
+                    logger.info("step \(entry.step + 1)/\(current.coordinator.totalSteps) loss \(String(format: "%.6f", entry.loss)) · \(String(format: "%.0f", current.samplesPerSecond())) samples/s")
+                }
+            case let .finished(steps):
+                let ledger = current.coordinator.ledger
+                let marks = Set((0...8).map { $0 * (steps - 1) / 8 } + [0, steps - 1])
+                let curve = ledger.filter { marks.contains($0.step) }.map { "\($0.step): \(String(format: "%.4f", $0.loss))" }.joined(separator: " · ")
+                logger.info("job '\(current.job.spec.name)' finished: \(steps) steps, final loss \(String(format: "%.6f", ledger.last?.loss ?? .nan)); loss curve \(curve)")
+            case let .stopped(reason):
+                logger.error("training stopped: \(reason)")
+            }
+        }
+    }
+
+    private func sendToMember(_ node: NodeID, _ message: ControlMessage, generation: Generation) {
+        guard let id = sessions[node] else {
+            logger.warning("no session to \(node) for \(message.kind)")
+            return
+        }
+        send(id, message, generation: generation)
     }
 }

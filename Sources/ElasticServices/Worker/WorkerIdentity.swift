@@ -4,6 +4,7 @@ import ElasticTransport
 import ElasticWire
 import Foundation
 import Logging
+import ElasticNumerics
 import X509
 
 /// A worker's data dir: its key, its node certificate and the cluster CA.
@@ -95,7 +96,7 @@ extension WorkerConfiguration {
     /// data dir, or bootstrap one with the token and pinned CA hash; then measure capacity.
     public static func prepare(
         controller: Endpoint, token: String?, caHash: String?, name: String, dataDirectory: URL,
-        softwareVersion: String, logger: Logger
+        softwareVersion: String, computeThreads: Int = 1, logger: Logger
     ) async throws -> WorkerConfiguration {
         let paths = WorkerPaths(dataDirectory: dataDirectory)
         let identity: Identity
@@ -119,8 +120,11 @@ extension WorkerConfiguration {
                 progress: { logger.info("\($0)") })
         }
         logger.info("measuring this machine's capacity")
+        BLAS.threads = computeThreads
         let capacity = CapacityProbe.measure()
         logger.info("capacity: \(capacity.cores) cores, \(capacity.memoryBytes >> 20) MiB, \(String(format: "%.1f", capacity.gflops)) GFLOP/s")
-        return WorkerConfiguration(controller: controller, identity: identity, ca: ca, capacity: capacity, softwareVersion: softwareVersion)
+        var configuration = WorkerConfiguration(controller: controller, identity: identity, ca: ca, capacity: capacity, softwareVersion: softwareVersion)
+        configuration.computeThreads = computeThreads
+        return configuration
     }
 }

@@ -1,4 +1,5 @@
 import ElasticCore
+import ElasticNumerics
 import ElasticTransport
 import ElasticWire
 import Foundation
@@ -13,6 +14,13 @@ public struct WorkerConfiguration: Sendable {
     public var ca: Certificate
     public var capacity: Capacity
     public var softwareVersion: String
+    /// Where the data plane listens (port 0: any free port) and, optionally, the host peers
+    /// should dial (default: this side's address on the connection to the controller).
+    public var dataListen = Endpoint(host: "0.0.0.0", port: 0)
+    public var dataAdvertiseHost: String?
+    /// Threads for matrix products (OpenBLAS). One per worker by default: several workers often
+    /// share a host, and OpenBLAS threads spin while they wait.
+    public var computeThreads = 1
     /// First and longest wait between reconnection attempts.
     public var initialBackoff: Duration = .milliseconds(100)
     public var maximumBackoff: Duration = .seconds(2)
@@ -42,13 +50,28 @@ public final class WorkerService: Service, Sendable {
 
     public func run() async throws {
         let tls = try TLSContexts.mutualClient(identity: configuration.identity, ca: configuration.ca)
+        let node = NodeID(PKI.commonName(of: configuration.identity.certificate) ?? "")
+        BLAS.threads = configuration.computeThreads
+        let dataPlane = DataPlane(identity: configuration.identity, ca: configuration.ca, node: node, logger: logger)
+        let dataEndpoint: Endpoint
+        do {
+            dataEndpoint = try await dataPlane.start(host: configuration.dataListen.host, port: configuration.dataListen.port)
+        } catch {
+            throw ElasticError("cannot listen for peers on \(configuration.dataListen): \(error)")
+        }
+        logger.info("data plane listening on \(dataEndpoint)")
+        let trainer = Trainer(dataPlane: dataPlane, node: node, logger: logger) { [session] message, generation in
+            session.send(message, generation: generation)
+        }
+        defer { Task { await trainer.stop(); await dataPlane.stop() } }
         var backoff = configuration.initialBackoff
         await withGracefulShutdownHandler {
             while !Task.isCancelled && !session.isLeaving {
                 let outcome: WorkerSessionOutcome
                 do {
                     let connection = try await FrameChannels.connect(host: configuration.controller.host, port: configuration.controller.port, tls: tls)
-                    outcome = await runSession(connection)
+                    let host = configuration.dataAdvertiseHost ?? (dataEndpoint.host == "0.0.0.0" || dataEndpoint.host == "::" ? connection.localIP ?? "127.0.0.1" : dataEndpoint.host)
+                    outcome = await runSession(connection, trainer: trainer, dataAddress: Endpoint(host: host, port: dataEndpoint.port).description)
                 } catch {
                     outcome = .lost(ElasticError.talking(to: configuration.controller, error).message)
                 }
@@ -80,13 +103,14 @@ public final class WorkerService: Service, Sendable {
         logger.info("worker stopped")
     }
 
-    private func runSession(_ connection: FrameConnection) async -> WorkerSessionOutcome {
+    private func runSession(_ connection: FrameConnection, trainer: Trainer, dataAddress: String) async -> WorkerSessionOutcome {
         let (outbox, continuation) = AsyncStream<Outbound>.makeStream()
         let tracker = SessionTracker()
         session.attach(continuation)
         defer { session.detach() }
         continuation.yield(.frame(ControlMessage.hello(Hello(
-            resuming: session.incarnation, capacity: configuration.capacity, softwareVersion: configuration.softwareVersion
+            resuming: session.incarnation, capacity: configuration.capacity, softwareVersion: configuration.softwareVersion,
+            dataAddress: dataAddress
         )).frame(generation: session.generation)))
 
         let heartbeats = Task { [session] in
@@ -134,7 +158,9 @@ public final class WorkerService: Service, Sendable {
                 tracker.finish(.left)
                 return false
             default:
-                logger.warning("unexpected \(message.kind) from the controller; ignored")
+                if await !trainer.handle(message, generation: frame.generation) {
+                    logger.warning("unexpected \(message.kind) from the controller; ignored")
+                }
             }
             return true
         }
@@ -167,6 +193,13 @@ private final class SessionBox: @unchecked Sendable {
 
     func attach(_ continuation: AsyncStream<Outbound>.Continuation) { lock.withLock { outbox = continuation } }
     func detach() { lock.withLock { outbox = nil } }
+
+    /// Queues a message on the open session; without one it is dropped (the controller will
+    /// re-plan when this worker comes back).
+    func send(_ message: ControlMessage, generation: Generation) {
+        let continuation = lock.withLock { outbox }
+        continuation?.yield(.frame(message.frame(generation: generation)))
+    }
 
     /// Sends a leave on the open session, if any; without one there is nothing to leave.
     func leave() {

@@ -1,0 +1,122 @@
+import ElasticCore
+import ElasticStorage
+import ElasticWire
+import Foundation
+import Logging
+
+/// A job the controller accepted: the spec, its bytes (sent to workers as they are), and the
+/// data set's size (read from its manifest, which the controller validated).
+struct AcceptedJob: Sendable {
+    let spec: JobSpec
+    let json: [UInt8]
+    let samples: Int
+
+    /// Decodes, validates, and checks the data set against the model before any training starts:
+    /// the job file, the shards' checksums and the feature count are refused here with errors
+    /// that say what is wrong.
+    static func load(json: [UInt8], baseDirectory: URL? = nil) throws -> AcceptedJob {
+        var spec: JobSpec
+        do {
+            spec = try JSONDecoder().decode(JobSpec.self, from: Data(json))
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw ElasticError("job file: missing field '\((context.codingPath + [key]).map(\.stringValue).joined(separator: "."))'")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            throw ElasticError("job file: field '\(context.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type: \(context.debugDescription)")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ElasticError("job file: not valid JSON (\(context.debugDescription)\(context.codingPath.isEmpty ? "" : " at " + context.codingPath.map(\.stringValue).joined(separator: ".")))")
+        } catch {
+            throw ElasticError("job file: \(error)")
+        }
+        if let problem = spec.problem() { throw ElasticError("job file: \(problem)") }
+        if let baseDirectory, !spec.data.path.hasPrefix("/") {
+            spec.data.path = baseDirectory.appendingPathComponent(spec.data.path).standardizedFileURL.path
+        }
+        let dataset: Dataset
+        do {
+            dataset = try Dataset.open(spec.data.path)
+        } catch {
+            throw ElasticError("data set \(spec.data.path): \(error)")
+        }
+        if let problem = datasetMismatch(spec: spec, features: dataset.featureCount, classes: dataset.classes, samples: dataset.sampleCount) {
+            throw ElasticError("data set \(spec.data.path): \(problem)")
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return AcceptedJob(spec: spec, json: Array(try encoder.encode(spec)), samples: dataset.sampleCount)
+    }
+
+    static func datasetMismatch(spec: JobSpec, features: Int, classes: Int, samples: Int) -> String? {
+        if features != spec.model.inputs {
+            return "it has \(features) features, the model's first layer expects \(spec.model.inputs)"
+        }
+        let outputs = spec.model.layers.last?.outputs ?? 0
+        if classes > outputs {
+            return "it has \(classes) classes, the model's last layer has only \(outputs) outputs"
+        }
+        if samples < spec.batch {
+            return "it has \(samples) samples, fewer than one batch of \(spec.batch)"
+        }
+        return nil
+    }
+}
+
+/// The ledger on disk: one JSON line per committed step in `<data-dir>/ledger.jsonl`.
+final class LedgerFile: @unchecked Sendable {
+    private let handle: FileHandle?
+
+    init(file: URL) {
+        if !FileManager.default.fileExists(atPath: file.path) {
+            FileManager.default.createFile(atPath: file.path, contents: nil)
+        }
+        handle = try? FileHandle(forWritingTo: file)
+        _ = try? handle?.seekToEnd()
+    }
+
+    func append(_ entry: LedgerEntry, job: String) {
+        let fields: [String: Any] = [
+            "job": job, "step": entry.step, "epoch": entry.epoch, "nextSample": entry.nextSample,
+            "loss": entry.loss, "generation": entry.generation.value, "replicasAgree": entry.replicasAgree,
+            "time": ISO8601DateFormatter().string(from: Date()),
+        ]
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        try? handle?.write(contentsOf: data + Data("\n".utf8))
+    }
+
+    func close() {
+        try? handle?.synchronize()
+        try? handle?.close()
+    }
+}
+
+/// What the controller tracks of a running job, besides the coordinator.
+struct ControllerTraining {
+    var coordinator: TrainingCoordinator
+    let job: AcceptedJob
+    /// Where each worker's data plane listens, from its hello.
+    var lastLog: Timestamp = .zero
+
+    init(job: AcceptedJob) {
+        self.job = job
+        self.coordinator = TrainingCoordinator(job: job.spec, samples: job.samples)
+    }
+
+    func status() -> TrainingStatus {
+        let ledger = coordinator.ledger
+        let recent = ledger.suffix(20).map {
+            TrainingStatus.Entry(step: UInt64($0.step), epoch: UInt64($0.epoch), nextSample: UInt64($0.nextSample), loss: $0.loss, replicasAgree: $0.replicasAgree)
+        }
+        return TrainingStatus(
+            job: job.spec.name, phase: coordinator.phase.name, detail: coordinator.phase.detail,
+            committedSteps: UInt64(ledger.count), totalSteps: UInt64(coordinator.totalSteps),
+            lastLoss: ledger.last?.loss ?? .nan, samplesPerSecond: samplesPerSecond(),
+            plan: coordinator.plan?.summary ?? "", recent: Array(recent))
+    }
+
+    /// Throughput over the last (up to) 20 committed steps.
+    func samplesPerSecond() -> Double {
+        let window = coordinator.ledger.suffix(21)
+        guard let first = window.first, let last = window.last, window.count >= 2 else { return 0 }
+        let seconds = Double(last.committedAt.since(first.committedAt).nanosecondsClamped) / 1e9
+        return seconds > 0 ? Double((window.count - 1) * job.spec.batch) / seconds : 0
+    }
+}

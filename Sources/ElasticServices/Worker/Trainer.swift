@@ -1,0 +1,240 @@
+import ElasticCore
+import ElasticNumerics
+import ElasticStorage
+import ElasticWire
+import Foundation
+import Logging
+
+/// A worker's training shell: holds its stage's layers and the data set, follows the
+/// controller's assignments, runs each step of its slot (GPipe: every micro-batch forward,
+/// then every one backward), all-reduces gradients with the other replicas of its stage, and
+/// applies the update only when the controller commits the step.
+actor Trainer {
+    private let dataPlane: DataPlane
+    private let node: NodeID
+    private let logger: Logger
+    /// Sends a control message to the controller at a generation.
+    private let report: @Sendable (ControlMessage, Generation) -> Void
+
+    private var job: JobSpec?
+    private var jobJSON: [UInt8] = []
+    private var dataset: Dataset?
+    private var plan: Plan?
+    private var slot: Plan.Slot?
+    private var stage: Stage?
+    private var schedule: LearningRateSchedule = .constant(0)
+    private var optimizer: ElasticNumerics.Optimizer = .w1
+    private var totalSteps = 0
+    /// The step whose gradients wait for the controller's commit.
+    private var pendingStep: UInt64?
+    private var appliedSteps: UInt64 = 0
+    private var order: (epoch: Int, permutation: [Int32])?
+    private var stepTask: Task<Void, Never>?
+
+    init(dataPlane: DataPlane, node: NodeID, logger: Logger, report: @escaping @Sendable (ControlMessage, Generation) -> Void) {
+        self.dataPlane = dataPlane
+        self.node = node
+        self.logger = logger
+        self.report = report
+    }
+
+    /// Routes one control message; returns false for messages that are not about training.
+    func handle(_ message: ControlMessage, generation: Generation) async -> Bool {
+        switch message {
+        case .assign(let assignment):
+            await assign(assignment)
+        case .startStep(let step):
+            guard let plan, plan.generation == generation else {
+                logger.warning("step \(step) of generation \(generation) ignored: this worker follows generation \(plan?.generation.description ?? "none")")
+                return true
+            }
+            stepTask = Task { await self.runStep(step, plan: plan) }
+        case .commit(let step):
+            commit(step)
+        default:
+            return false
+        }
+        return true
+    }
+
+    // MARK: - Assignment
+
+    private func assign(_ assignment: Assignment) async {
+        let plan = assignment.plan
+        stepTask?.cancel()
+        pendingStep = nil
+        do {
+            guard let slot = plan.slot(of: node) else {
+                logger.info("generation \(plan.generation): spare (plan \(plan.summary))")
+                self.plan = plan
+                self.slot = nil
+                try await dataPlane.configure(generation: plan.generation, peers: [], addresses: [:])
+                return
+            }
+            try prepareJob(assignment.jobJSON)
+            guard let job else { return }
+            let layers = plan.stages[slot.stage]
+            if stage == nil || self.slot?.stage != slot.stage || self.plan?.stages[slot.stage] != layers {
+                guard assignment.nextStep == 0 else {
+                    throw DataPlaneError("this worker would need layers \(layers) at step \(assignment.nextStep), and moving layer state between workers is not implemented yet")
+                }
+                stage = job.initialStage(layers)
+                appliedSteps = 0
+            }
+            self.plan = plan
+            self.slot = slot
+            logger.info("generation \(plan.generation): stage \(slot.stage) (layers \(layers.lowerBound)-\(layers.upperBound - 1)) replica \(slot.replica) of \(plan.summary)")
+            try await dataPlane.configure(generation: plan.generation, peers: peers(of: slot, in: plan), addresses: assignment.dataAddresses)
+            report(.ready, plan.generation)
+        } catch {
+            logger.error("cannot take part in generation \(plan.generation): \(error)")
+            report(.trainingFailed(reason: "\(error)"), plan.generation)
+        }
+    }
+
+    private func prepareJob(_ json: [UInt8]) throws {
+        if job != nil && json == jobJSON { return }
+        let spec = try JSONDecoder().decode(JobSpec.self, from: Data(json))
+        if let problem = spec.problem() { throw ElasticError("job: \(problem)") }
+        let dataset: Dataset
+        do {
+            dataset = try Dataset.open(spec.data.path)
+        } catch {
+            throw ElasticError("data set \(spec.data.path): \(error)")
+        }
+        if let problem = AcceptedJob.datasetMismatch(spec: spec, features: dataset.featureCount, classes: dataset.classes, samples: dataset.sampleCount) {
+            throw ElasticError("data set \(spec.data.path): \(problem)")
+        }
+        job = spec
+        jobJSON = json
+        self.dataset = dataset
+        totalSteps = spec.totalSteps(samples: dataset.sampleCount)
+        schedule = spec.learningRateSchedule(totalSteps: totalSteps)
+        optimizer = spec.numericOptimizer
+        stage = nil
+        order = nil
+    }
+
+    /// The neighbours this slot exchanges data with.
+    private func peers(of slot: Plan.Slot, in plan: Plan) -> Set<NodeID> {
+        var peers: Set<NodeID> = []
+        if slot.stage > 0 { peers.insert(plan.node(at: .init(stage: slot.stage - 1, replica: slot.replica))) }
+        if slot.stage < plan.stageCount - 1 { peers.insert(plan.node(at: .init(stage: slot.stage + 1, replica: slot.replica))) }
+        if plan.replicas > 1 {
+            peers.insert(plan.node(at: .init(stage: slot.stage, replica: (slot.replica + 1) % plan.replicas)))
+            peers.insert(plan.node(at: .init(stage: slot.stage, replica: (slot.replica + plan.replicas - 1) % plan.replicas)))
+        }
+        return peers
+    }
+
+    // MARK: - Steps
+
+    private func runStep(_ step: UInt64, plan: Plan) async {
+        let started = ContinuousClock.now
+        do {
+            let (lossSum, samples) = try await compute(step: step, plan: plan)
+            guard self.plan?.generation == plan.generation, let stage else { return }
+            // The checksum is of the state every replica must agree on: before this step's update.
+            let checksum = stage.checksums().reduce(into: FNV1a64()) { $0.combine($1) }.value
+            pendingStep = step
+            report(.stepDone(StepReport(
+                step: step, lossSum: lossSum, samples: UInt32(samples), stateChecksum: checksum,
+                computeTime: ContinuousClock.now - started)), plan.generation)
+        } catch {
+            guard self.plan?.generation == plan.generation, !Task.isCancelled else { return }
+            logger.error("step \(step) failed: \(error)")
+            report(.trainingFailed(reason: "step \(step): \(error)"), plan.generation)
+        }
+    }
+
+    /// Forward and backward of every micro-batch of this slot's share of the global batch, then
+    /// the all-reduce. Returns the summed loss (last stage) and the samples computed.
+    private func compute(step: UInt64, plan: Plan) async throws -> (Double, Int) {
+        guard let job, let dataset, let slot, var stage else { throw ElasticError("no job assigned") }
+        let perEpoch = job.stepsPerEpoch(samples: dataset.sampleCount)
+        let epoch = Int(step) / perEpoch
+        if order?.epoch != epoch {
+            order = (epoch, DataOrder.permutation(seed: job.seed, epoch: UInt64(epoch), count: dataset.sampleCount))
+        }
+        let permutation = order!.permutation
+        let stepPositions = DataOrder.stepRange(step: Int(step) % perEpoch, batch: job.batch)
+        let share = EvenSplit.range(slot.replica, of: plan.replicas, count: job.batch)
+        let micro = EvenSplit.ranges(parts: job.microBatches, count: share.count)
+        let first = slot.stage == 0
+        let last = slot.stage == plan.stageCount - 1
+        let next = last ? nil : plan.node(at: .init(stage: slot.stage + 1, replica: slot.replica))
+        let previous = first ? nil : plan.node(at: .init(stage: slot.stage - 1, replica: slot.replica))
+
+        stage.zeroGrad()
+        var caches: [Int: StageCache] = [:]
+        var lossGradients: [Int: Matrix] = [:]
+        var lossSum = 0.0
+        for (index, range) in micro.enumerated() where !range.isEmpty {
+            let positions = (stepPositions.lowerBound + share.lowerBound + range.lowerBound)..<(stepPositions.lowerBound + share.lowerBound + range.upperBound)
+            let input: Matrix
+            if first {
+                let samples = try dataset.gather(order: permutation, positions: positions)
+                input = Matrix(rows: positions.count, cols: samples.featureCount, values: samples.features)
+            } else {
+                let tensor = try await dataPlane.activations.take(TensorKey(step: step, microBatch: UInt32(index)))
+                input = try Matrix.validated(rows: Int(tensor.rows), cols: Int(tensor.columns), values: tensor.values)
+                guard input.rows == range.count else {
+                    throw ElasticError("micro-batch \(index) of step \(step) arrived with \(input.rows) rows, expected \(range.count)")
+                }
+            }
+            try stage.checkInput(input)
+            let (output, cache) = stage.forward(input)
+            caches[index] = cache
+            if let next {
+                try await dataPlane.send(.activation(.init(step: step, microBatch: UInt32(index), rows: UInt32(output.rows), columns: UInt32(output.cols), values: output.values)), to: next)
+            } else {
+                let labels = try dataset.gather(order: permutation, positions: positions).labels
+                let result = try SoftmaxCrossEntropy.evaluate(logits: output, labels: labels, normalizer: job.batch)
+                lossSum += result.lossSum
+                lossGradients[index] = result.dLogits
+            }
+        }
+        for (index, range) in micro.enumerated().reversed() where !range.isEmpty {
+            let gradient: Matrix
+            if last {
+                gradient = lossGradients[index]!
+            } else {
+                let tensor = try await dataPlane.gradients.take(TensorKey(step: step, microBatch: UInt32(index)))
+                gradient = try Matrix.validated(rows: Int(tensor.rows), cols: Int(tensor.columns), values: tensor.values)
+            }
+            try stage.checkOutputGradient(gradient, cache: caches[index]!)
+            if let previous {
+                let dInput = stage.backward(gradient, cache: caches[index]!)
+                try await dataPlane.send(.gradient(.init(step: step, microBatch: UInt32(index), rows: UInt32(dInput.rows), columns: UInt32(dInput.cols), values: dInput.values)), to: previous)
+            } else {
+                stage.accumulateGradients(gradient, cache: caches[index]!)
+            }
+            caches[index] = nil
+        }
+        if plan.replicas > 1 {
+            var gradients = stage.flatGradients()
+            // The ring checks every chunk's size, so peers with another model cannot corrupt this buffer.
+            let ring = DataPlaneRingLink(plane: dataPlane, next: plan.node(at: .init(stage: slot.stage, replica: (slot.replica + 1) % plan.replicas)), step: step)
+            try await RingAllReduce.run(&gradients, rank: slot.replica, size: plan.replicas, link: ring)
+            stage.loadFlatGradients(gradients)
+        }
+        self.stage = stage
+        return (lossSum, share.count)
+    }
+
+    /// The controller committed `step`: apply its update (exactly once).
+    private func commit(_ step: UInt64) {
+        guard pendingStep == step, var stage else {
+            logger.warning("commit of step \(step) without its gradients (pending: \(pendingStep.map(String.init) ?? "none")); ignored")
+            return
+        }
+        stage.applyOptimizer(optimizer, learningRate: schedule.learningRate(at: Int(step)))
+        self.stage = stage
+        pendingStep = nil
+        appliedSteps = step + 1
+    }
+
+    func stop() {
+        stepTask?.cancel()
+    }
+}

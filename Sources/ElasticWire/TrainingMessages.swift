@@ -1,0 +1,205 @@
+import ElasticCore
+
+/// The plan of a generation as sent to its workers, with the job and where to reach each peer.
+public struct Assignment: WireCodable {
+    public var plan: Plan
+    /// `dataAddresses[node]`: the node's data-plane listener.
+    public var dataAddresses: [NodeID: String]
+    /// The job spec as JSON (the controller's copy, byte for byte).
+    public var jobJSON: [UInt8]
+    /// The first step to run: one past the last committed step.
+    public var nextStep: UInt64
+
+    public init(plan: Plan, dataAddresses: [NodeID: String], jobJSON: [UInt8], nextStep: UInt64) {
+        self.plan = plan
+        self.dataAddresses = dataAddresses
+        self.jobJSON = jobJSON
+        self.nextStep = nextStep
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.write(plan.generation.value)
+        writer.write(count: plan.stages.count)
+        for range in plan.stages {
+            writer.write(UInt32(range.lowerBound))
+            writer.write(UInt32(range.upperBound))
+        }
+        writer.write(UInt32(plan.replicas))
+        for row in plan.nodes {
+            for node in row {
+                writer.write(node.value)
+                writer.write(dataAddresses[node] ?? "")
+            }
+        }
+        writer.write(count: plan.spares.count)
+        for spare in plan.spares { writer.write(spare.value) }
+        writer.write(bytes: jobJSON)
+        writer.write(nextStep)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let generation = Generation(try reader.read(UInt64.self))
+        let stageCount = try reader.readCount(minimumItemSize: 8)
+        var stages: [Range<Int>] = []
+        var expectedStart = 0
+        for _ in 0..<stageCount {
+            let lower = Int(try reader.read(UInt32.self))
+            let upper = Int(try reader.read(UInt32.self))
+            guard lower == expectedStart, upper > lower else {
+                throw WireError(.invalidValue, "plan stages must be contiguous, non-empty layer ranges")
+            }
+            stages.append(lower..<upper)
+            expectedStart = upper
+        }
+        let replicas = Int(try reader.read(UInt32.self))
+        guard stageCount >= 1, replicas >= 1 else {
+            throw WireError(.invalidValue, "a plan of \(stageCount)×\(replicas) slots is empty")
+        }
+        guard replicas <= reader.remaining / 8 / stageCount else {
+            throw WireError(.truncated, "a plan of \(stageCount)×\(replicas) slots cannot fit in the \(reader.remaining) bytes left")
+        }
+        var nodes: [[NodeID]] = []
+        var addresses: [NodeID: String] = [:]
+        for _ in 0..<stageCount {
+            var row: [NodeID] = []
+            for _ in 0..<replicas {
+                let node = NodeID(try reader.readString(limit: 64))
+                let address = try reader.readString(limit: 256)
+                row.append(node)
+                addresses[node] = address
+            }
+            nodes.append(row)
+        }
+        let spareCount = try reader.readCount(minimumItemSize: 4)
+        var spares: [NodeID] = []
+        for _ in 0..<spareCount { spares.append(NodeID(try reader.readString(limit: 64))) }
+        guard Set(nodes.flatMap { $0 } + spares).count == stageCount * replicas + spareCount else {
+            throw WireError(.invalidValue, "a node appears twice in the plan")
+        }
+        plan = Plan(generation: generation, stages: stages, replicas: replicas, nodes: nodes, spares: spares)
+        dataAddresses = addresses
+        jobJSON = try reader.readBytes(limit: 256 << 10)
+        nextStep = try reader.read(UInt64.self)
+    }
+}
+
+/// A slot's account of one step.
+public struct StepReport: WireCodable {
+    public var step: UInt64
+    /// Sum of the per-sample losses this slot computed (last stage only; 0 elsewhere).
+    public var lossSum: Double
+    public var samples: UInt32
+    /// Checksum of the slot's layer state before this step's update (invariant 3).
+    public var stateChecksum: UInt64
+    /// Time spent computing and all-reducing, for throughput figures.
+    public var computeTime: Duration
+
+    public init(step: UInt64, lossSum: Double, samples: UInt32, stateChecksum: UInt64, computeTime: Duration) {
+        self.step = step
+        self.lossSum = lossSum
+        self.samples = samples
+        self.stateChecksum = stateChecksum
+        self.computeTime = computeTime
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.write(step)
+        writer.write(lossSum)
+        writer.write(samples)
+        writer.write(stateChecksum)
+        writer.write(UInt64(clamping: computeTime.milliseconds))
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        step = try reader.read(UInt64.self)
+        lossSum = try reader.read(Double.self)
+        guard lossSum.isFinite else { throw WireError(.invalidValue, "a loss must be finite") }
+        samples = try reader.read(UInt32.self)
+        stateChecksum = try reader.read(UInt64.self)
+        computeTime = try reader.readMilliseconds()
+    }
+}
+
+/// Training progress for `elastic status`.
+public struct TrainingStatus: WireCodable {
+    public var job: String
+    public var phase: String
+    public var detail: String
+    /// Steps committed so far, and in all.
+    public var committedSteps: UInt64
+    public var totalSteps: UInt64
+    public var lastLoss: Double
+    public var samplesPerSecond: Double
+    /// `Plan.summary` of the current plan, or empty.
+    public var plan: String
+    /// The most recent ledger entries: step, epoch, next sample, loss.
+    public var recent: [Entry]
+
+    public struct Entry: WireCodable {
+        public var step: UInt64
+        public var epoch: UInt64
+        public var nextSample: UInt64
+        public var loss: Double
+        public var replicasAgree: Bool
+
+        public init(step: UInt64, epoch: UInt64, nextSample: UInt64, loss: Double, replicasAgree: Bool) {
+            self.step = step
+            self.epoch = epoch
+            self.nextSample = nextSample
+            self.loss = loss
+            self.replicasAgree = replicasAgree
+        }
+
+        public func encode(to writer: inout WireWriter) {
+            writer.write(step)
+            writer.write(epoch)
+            writer.write(nextSample)
+            writer.write(loss)
+            writer.write(replicasAgree)
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            step = try reader.read(UInt64.self)
+            epoch = try reader.read(UInt64.self)
+            nextSample = try reader.read(UInt64.self)
+            loss = try reader.read(Double.self)
+            replicasAgree = try reader.read(Bool.self)
+        }
+    }
+
+    public init(job: String, phase: String, detail: String, committedSteps: UInt64, totalSteps: UInt64, lastLoss: Double, samplesPerSecond: Double, plan: String, recent: [Entry]) {
+        self.job = job
+        self.phase = phase
+        self.detail = detail
+        self.committedSteps = committedSteps
+        self.totalSteps = totalSteps
+        self.lastLoss = lastLoss
+        self.samplesPerSecond = samplesPerSecond
+        self.plan = plan
+        self.recent = recent
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.write(job)
+        writer.write(phase)
+        writer.write(detail)
+        writer.write(committedSteps)
+        writer.write(totalSteps)
+        writer.write(lastLoss)
+        writer.write(samplesPerSecond)
+        writer.write(plan)
+        writer.write(list: recent)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        job = try reader.readString(limit: 256)
+        phase = try reader.readString(limit: 32)
+        detail = try reader.readString()
+        committedSteps = try reader.read(UInt64.self)
+        totalSteps = try reader.read(UInt64.self)
+        lastLoss = try reader.read(Double.self)
+        samplesPerSecond = try reader.read(Double.self)
+        plan = try reader.readString(limit: 64 << 10)
+        recent = try reader.readList(minimumItemSize: 33)
+    }
+}
