@@ -63,10 +63,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ElasticCoreTests", dependencies: ["ElasticCore"]),
-        .testTarget(name: "ElasticWireTests", dependencies: ["ElasticWire"]),
-        .testTarget(name: "ElasticStorageTests", dependencies: ["ElasticStorage", "ElasticCore"]),
-        .testTarget(name: "ElasticNumericsTests", dependencies: ["ElasticNumerics", "ElasticCore"]),
+        // Seeds, the W1 reference's path: shared by the test targets.
+        .target(name: "ElasticTestSupport", path: "Tests/ElasticTestSupport"),
+        .testTarget(name: "ElasticCoreTests", dependencies: ["ElasticCore", "ElasticTestSupport"]),
+        .testTarget(name: "ElasticWireTests", dependencies: ["ElasticWire", "ElasticTestSupport"]),
+        .testTarget(name: "ElasticStorageTests", dependencies: ["ElasticStorage", "ElasticCore", "ElasticTestSupport"]),
+        .testTarget(name: "ElasticNumericsTests", dependencies: ["ElasticNumerics", "ElasticCore", "ElasticTestSupport"]),
         .testTarget(
             name: "ElasticTransportTests",
             dependencies: [
@@ -80,7 +82,7 @@ let package = Package(
             ]
         ),
         // Runs the built `elastic` binary; `swift build --build-tests` builds it first.
-        .testTarget(name: "ElasticCLITests", dependencies: ["ElasticServices"]),
+        .testTarget(name: "ElasticCLITests", dependencies: ["ElasticServices", "ElasticTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import ElasticServices
+import ElasticTestSupport
 import Foundation
 import Testing
 
@@ -10,7 +11,7 @@ struct TrainingProcessTests {
 
     /// The numpy reference's losses for the first `steps` steps on `samples` samples.
     static func referenceLosses(directory: URL) throws -> [Double] {
-        let script = try referenceScript()
+        let script = try W1Reference.scriptPath()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script, "--samples", String(samples), "--steps", String(steps)]
@@ -29,17 +30,6 @@ struct TrainingProcessTests {
         }
         guard losses.count == steps else { throw HarnessError("the reference printed \(losses.count) losses, expected \(steps)") }
         return losses
-    }
-
-    /// ../shared/workloads/w1_reference.py, found from this source file.
-    static func referenceScript() throws -> String {
-        var directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        for _ in 0..<6 {
-            let candidate = directory.appendingPathComponent("shared/workloads/w1_reference.py")
-            if FileManager.default.fileExists(atPath: candidate.path) { return candidate.path }
-            directory = directory.deletingLastPathComponent()
-        }
-        throw HarnessError("cannot find shared/workloads/w1_reference.py above \(#filePath)")
     }
 
     static func job(stages: Int, replicas: Int, steps: Int = steps, inputs: Int = 256, data: String = "data") -> [String: Any] {

@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import ElasticCore
+import ElasticTestSupport
 import Testing
 import ElasticNumerics
 
@@ -23,7 +24,7 @@ struct ReferenceRun: Sendable {
 
     /// The script: $ELASTIC_W1_REFERENCE, or the shared workloads folder.
     static var script: String {
-        getenv("ELASTIC_W1_REFERENCE").map { String(cString: $0) } ?? "/work/shared/workloads/w1_reference.py"
+        (try? W1Reference.scriptPath()) ?? "shared/workloads/w1_reference.py"
     }
 
     static let shared: Result<ReferenceRun, TestFailure> = {

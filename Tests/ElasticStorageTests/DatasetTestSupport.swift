@@ -1,5 +1,6 @@
 import ElasticStorage
 import Foundation
+import ElasticTestSupport
 import Testing
 
 /// A fresh directory under the system temporary directory, removed by `remove()`.
@@ -49,7 +50,7 @@ func runPython(_ arguments: [String], sourceLocation: SourceLocation = #_sourceL
     return (true, String(decoding: output, as: UTF8.self))
 }
 
-let w1ReferenceScript = "/work/shared/workloads/w1_reference.py"
+let w1ReferenceScript = (try? W1Reference.scriptPath()) ?? "shared/workloads/w1_reference.py"
 
 func readBytes(_ path: String) -> [UInt8] {
     (try? Array(Data(contentsOf: URL(fileURLWithPath: path)))) ?? []

@@ -1,5 +1,6 @@
 import ElasticCore
 import ElasticWire
+import ElasticTestSupport
 import Foundation
 import Testing
 
@@ -13,25 +14,6 @@ extension SplitMix64 {
     mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
 }
 
-enum TestSeed {
-    /// The environment variable that overrides the seed of every randomized test.
-    static let variable = "ELASTIC_TEST_SEED"
-    static let defaultSeed: UInt64 = 0x5EED_E1A5_71C0_0001
-
-    /// The seed for a randomized test: `ELASTIC_TEST_SEED` (decimal or 0x-hex) when set, else a
-    /// fixed default so that runs are deterministic. Printed so that a failure can be replayed.
-    static func make(_ test: String) -> UInt64 {
-        var seed = defaultSeed
-        if let text = ProcessInfo.processInfo.environment[variable] {
-            let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
-            let parsed = trimmed.hasPrefix("0x") ? UInt64(trimmed.dropFirst(2), radix: 16) : UInt64(trimmed)
-            guard let parsed else { fatalError("\(variable)=\(text) is not a decimal or 0x-hex UInt64") }
-            seed = parsed
-        }
-        print("seed: \(seed) (\(test); replay with \(variable)=\(seed))")
-        return seed
-    }
-}
 
 // MARK: - Helpers
 

@@ -1,3 +1,4 @@
+import ElasticTestSupport
 import ElasticCore
 import ElasticWire
 import Testing
