@@ -151,6 +151,8 @@ public struct Membership: Sendable {
         case died(node: NodeID, incarnation: Generation, reason: DeathReason, silentFor: Duration, generation: Generation)
         case left(node: NodeID, incarnation: Generation, generation: Generation)
         case refused(node: NodeID, Refusal, generation: Generation)
+        /// A new generation with the same members: a new job, or a plan that must be rebuilt.
+        case opened(reason: String, generation: Generation)
     }
 
     public let settings: Settings
@@ -325,6 +327,13 @@ public struct Membership: Sendable {
         let wait = nextDeadline.since(now)
         directives.append(.scheduleTick(after: max(wait, min(.milliseconds(1), settings.maxTickInterval))))
         return directives
+    }
+
+    /// Opens a new generation without a membership change, so that a new plan (a new job, a
+    /// step abandoned on a broken link) is fenced from everything sent under the old one.
+    public mutating func onNewGeneration(reason: String) -> [Directive] {
+        generation = generation.next
+        return [.record(.opened(reason: reason, generation: generation)), .broadcastView(generation: generation)]
     }
 
     // MARK: - Checks

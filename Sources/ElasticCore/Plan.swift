@@ -65,34 +65,80 @@ public enum EvenSplit {
     }
 }
 
-/// The simple planner of this stage of the project: a fixed P×D from the job, or one stage and
-/// as many replicas as members (at most the batch). Stages are a min–max contiguous partition
-/// of layer costs. Members fill slots in node order; the rest are spares.
+/// A copy of one stage's layer state (weights and optimizer state at the last committed step)
+/// from a node that holds it to a node that needs it.
+public struct StateTransfer: Hashable, Sendable {
+    public var stage: Int
+    public var from: NodeID
+    public var to: NodeID
+
+    public init(stage: Int, from: NodeID, to: NodeID) {
+        self.stage = stage
+        self.from = from
+        self.to = to
+    }
+}
+
+/// The planner: P stages from the job (or 1), as contiguous layer ranges by a min–max
+/// partition of layer costs, and as many replicas as the members allow up to the job's request
+/// (or the batch). Re-planning keeps the stage ranges and every surviving worker on the stage
+/// it holds, so the only state that moves is what new slots need.
 public enum Planner {
-    public static func plan(job: JobSpec, members: [NodeID], generation: Generation) -> Result<Plan, PlanShortage> {
+    public static func plan(job: JobSpec, members: [NodeID], generation: Generation, previous: Plan? = nil) -> Result<Plan, PlanShortage> {
         let sorted = members.sorted()
-        let stages: Int
-        let replicas: Int
-        if let request = job.plan {
-            stages = request.stages
-            replicas = request.replicas
+        let stages = previous?.stageCount ?? job.plan?.stages ?? 1
+        let wanted = job.plan?.replicas ?? job.batch
+        let replicas = min(wanted, sorted.count / stages)
+        guard replicas >= 1 else {
+            return .failure(PlanShortage(needed: stages, have: sorted.count))
+        }
+        let ranges: [Range<Int>]
+        if let previous {
+            ranges = previous.stages
         } else {
-            stages = 1
-            replicas = min(sorted.count, job.batch)
+            let costs = (0..<job.model.layers.count).map { Double(job.parameterCount(layer: $0)) }
+            ranges = partition(costs: costs, into: stages)
         }
-        guard replicas >= 1, sorted.count >= stages * replicas else {
-            return .failure(PlanShortage(needed: max(1, stages * replicas), have: sorted.count))
-        }
-        let costs = (0..<job.model.layers.count).map { Double(job.parameterCount(layer: $0)) }
-        let ranges = partition(costs: costs, into: stages)
+        let memberSet = Set(sorted)
         var nodes = Array(repeating: [NodeID](), count: stages)
-        for replica in 0..<replicas {
+        var placed: Set<NodeID> = []
+        // Survivors keep their stage, in their old replica order.
+        if let previous {
             for stage in 0..<stages {
-                nodes[stage].append(sorted[replica * stages + stage])
+                for node in previous.nodes[stage] where memberSet.contains(node) && nodes[stage].count < replicas {
+                    nodes[stage].append(node)
+                    placed.insert(node)
+                }
             }
         }
-        let spares = Array(sorted.dropFirst(stages * replicas))
+        // Everyone else fills the open slots in node order, replica by replica.
+        var free = sorted.filter { !placed.contains($0) }.makeIterator()
+        for replica in 0..<replicas {
+            for stage in 0..<stages where nodes[stage].count <= replica {
+                nodes[stage].append(free.next()!)
+            }
+        }
+        let spares = Array(IteratorSequence(free))
         return .success(Plan(generation: generation, stages: ranges, replicas: replicas, nodes: nodes, spares: spares))
+    }
+
+    /// The copies `next` needs from the holders in `previous` (same stage ranges): every node in
+    /// a stage it did not hold gets the stage's state from a surviving holder, sources taken in
+    /// turn. Nil when some stage that needs a copy has no surviving holder: that state is lost.
+    public static func transfers(from previous: Plan?, to next: Plan) -> [StateTransfer]? {
+        guard let previous else { return [] }
+        guard previous.stages == next.stages else { return nil }
+        var transfers: [StateTransfer] = []
+        for stage in 0..<next.stageCount {
+            let holders = previous.nodes[stage].filter { next.nodes[stage].contains($0) }
+            let newcomers = next.nodes[stage].filter { !previous.nodes[stage].contains($0) }
+            guard !newcomers.isEmpty else { continue }
+            guard !holders.isEmpty else { return nil }
+            for (index, node) in newcomers.enumerated() {
+                transfers.append(StateTransfer(stage: stage, from: holders[index % holders.count], to: node))
+            }
+        }
+        return transfers
     }
 
     public struct PlanShortage: Error, Sendable, Equatable {

@@ -27,8 +27,10 @@ public struct LedgerEntry: Sendable, Equatable {
 /// each step, collects the slots' reports and commits the step when every slot has reported
 /// (updates are applied by the workers only on commit, so a step is all or nothing).
 ///
-/// Pure, like `Membership`: inputs in, directives out. Elastic re-planning (moving state to
-/// new slots) builds on this; for now a plan that loses a slot stops with a reason.
+/// Pure, like `Membership`: inputs in, directives out. When the members change mid-run it
+/// re-plans at the step boundary: the step in flight is abandoned (nothing was applied), the
+/// survivors keep their layers, new slots copy state from a surviving holder, and training goes
+/// on from the last committed step. When every holder of some stage is gone, it waits.
 public struct TrainingCoordinator: Sendable {
     public enum Phase: Sendable, Equatable {
         case idle
@@ -60,8 +62,9 @@ public struct TrainingCoordinator: Sendable {
     }
 
     public enum Directive: Sendable, Equatable {
-        /// Send the plan (and the job) to every node in it, starting at `nextStep`.
-        case assign(Plan, nextStep: Int)
+        /// Send the plan (and the job) to every node in it, starting at `nextStep`; `transfers`
+        /// say who copies which stage's state from whom first.
+        case assign(Plan, nextStep: Int, transfers: [StateTransfer])
         /// Tell every worker of the plan to run `step`.
         case startStep(Int, generation: Generation)
         /// Tell every worker of the plan that `step` committed: apply its update.
@@ -69,6 +72,8 @@ public struct TrainingCoordinator: Sendable {
         case record(LedgerEntry)
         case finished(steps: Int)
         case stopped(String)
+        /// Ask the membership for a new generation (the plan must be rebuilt under it).
+        case openGeneration(reason: String)
     }
 
     public struct Report: Sendable, Equatable {
@@ -88,10 +93,14 @@ public struct TrainingCoordinator: Sendable {
     public let totalSteps: Int
     public private(set) var phase: Phase = .idle
     public private(set) var plan: Plan?
+    /// Re-plans so far (each abandons at most the step in flight).
+    public private(set) var replans = 0
     public private(set) var ledger: [LedgerEntry] = []
     /// The step being computed (not yet committed).
     public private(set) var currentStep: Int?
     private var ready: Set<NodeID> = []
+    /// Set when the current plan must be sent again under the next generation.
+    private var rebuild = false
     private var reports: [NodeID: Report] = [:]
 
     public init(job: JobSpec, samples: Int) {
@@ -106,31 +115,37 @@ public struct TrainingCoordinator: Sendable {
     /// The live member set changed (or training starts).
     public mutating func onMembership(members: [NodeID], generation: Generation) -> [Directive] {
         var directives: [Directive] = []
-        switch phase {
-        case .finished, .stopped:
-            return directives
-        case .running, .assigning:
-            // Without state transfer (the elasticity issue), a lost slot cannot be refilled.
-            if let plan, !Set(plan.workers).isSubset(of: Set(members)) {
-                let gone = plan.workers.filter { !members.contains($0) }.map(\.value).joined(separator: ", ")
-                let reason = "worker(s) \(gone) of plan \(plan.summary) left at generation \(generation); training stopped after step \(nextStep - 1) (re-planning onto the survivors comes with elasticity)"
-                phase = .stopped(reason)
+        if phase == .finished || phase.name == "stopped" { return directives }
+        // Nothing has been computed yet: plan from scratch. Afterwards the previous plan says who
+        // holds which layers.
+        let previous = (ledger.isEmpty && phase != .running) ? nil : plan
+        guard case .success(let next) = Planner.plan(job: job, members: members, generation: generation, previous: previous) else {
+            let shortage = Planner.plan(job: job, members: members, generation: generation, previous: previous)
+            if case .failure(let reason) = shortage {
                 currentStep = nil
-                directives.append(.stopped(reason))
-            }
-            return directives
-        case .idle, .waiting:
-            switch Planner.plan(job: job, members: members, generation: generation) {
-            case .failure(let shortage):
-                phase = .waiting(shortage.explanation)
-            case .success(let plan):
-                self.plan = plan
-                phase = .assigning
-                ready = []
-                directives.append(.assign(plan, nextStep: nextStep))
+                phase = .waiting(reason.explanation)
             }
             return directives
         }
+        if let plan, phase == .running || phase == .assigning, plan.nodes == next.nodes, !rebuild {
+            return directives  // a spare came or went: the plan stands
+        }
+        rebuild = false
+        guard let transfers = Planner.transfers(from: previous, to: next) else {
+            let lost = (0..<next.stageCount).filter { stage in !previous!.nodes[stage].contains { members.contains($0) } }
+            let layers = lost.map { "\(next.stages[$0].lowerBound)-\(next.stages[$0].upperBound - 1)" }.joined(separator: ", ")
+            currentStep = nil
+            phase = .waiting("every holder of layers \(layers) is gone; resuming needs a checkpoint (not available yet) — training waits after step \(nextStep - 1)")
+            return directives
+        }
+        if phase == .running || phase == .assigning, plan != nil { replans += 1 }
+        plan = next
+        phase = .assigning
+        ready = []
+        reports = [:]
+        currentStep = nil
+        directives.append(.assign(next, nextStep: nextStep, transfers: transfers))
+        return directives
     }
 
     /// A worker has its layers and its data-plane links for `generation`.
@@ -171,6 +186,21 @@ public struct TrainingCoordinator: Sendable {
             directives.append(contentsOf: start(step + 1, plan: plan))
         }
         return directives
+    }
+
+    /// A worker gave up on a step because a link broke while its peers are still members: the
+    /// step is abandoned and the same plan is rebuilt under a new generation.
+    public mutating func onStepAbandoned(node: NodeID, generation: Generation, reason: String) -> [Directive] {
+        guard let plan, plan.generation == generation, phase == .running || phase == .assigning, !rebuild else { return [] }
+        rebuild = true
+        currentStep = nil
+        return [.openGeneration(reason: "\(node) abandoned a step: \(reason)")]
+    }
+
+    /// Starts this job on the next generation (it was submitted while the members stand still).
+    public mutating func start() -> [Directive] {
+        rebuild = true
+        return [.openGeneration(reason: "job \(job.name) submitted")]
     }
 
     /// A worker could not run its part (bad data, a failed link): training stops with its reason.

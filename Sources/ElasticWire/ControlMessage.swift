@@ -50,12 +50,14 @@ public enum ControlMessage: Sendable, Equatable {
     case trainingFailed(reason: String)
     /// admin → controller: start a job (JSON job spec).
     case submitJob(json: [UInt8])
+    /// worker → controller: a link to a peer broke during `step`; the step is abandoned.
+    case stepAbandoned(step: UInt64, reason: String)
 
     public enum Kind: UInt8, Sendable, CaseIterable {
         case hello = 1, welcome, heartbeat, heartbeatAck, view, leave, refused
         case caRequest = 16, caBundle, bootstrapRequest, bootstrapGranted
         case statusRequest = 32, statusReply, tokenCreate, tokenCreated, tokenListRequest, tokenList, tokenRevoke, done
-        case assign = 48, ready, startStep, stepDone, commit, trainingFailed, submitJob
+        case assign = 48, ready, startStep, stepDone, commit, trainingFailed, submitJob, stepAbandoned
     }
 
     public var kind: Kind {
@@ -86,6 +88,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .commit: .commit
         case .trainingFailed: .trainingFailed
         case .submitJob: .submitJob
+        case .stepAbandoned: .stepAbandoned
         }
     }
 
@@ -114,6 +117,9 @@ public enum ControlMessage: Sendable, Equatable {
         case .stepDone(let value): value.encode(to: &writer)
         case .trainingFailed(let reason): writer.write(reason)
         case .submitJob(let json): writer.write(bytes: json)
+        case .stepAbandoned(let step, let reason):
+            writer.write(step)
+            writer.write(reason)
         }
         return Frame(kind: kind.rawValue, generation: generation, payload: writer.bytes)
     }
@@ -151,6 +157,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .commit: self = .commit(step: try reader.read(UInt64.self))
         case .trainingFailed: self = .trainingFailed(reason: try reader.readString())
         case .submitJob: self = .submitJob(json: try reader.readBytes(limit: 256 << 10))
+        case .stepAbandoned: self = .stepAbandoned(step: try reader.read(UInt64.self), reason: try reader.readString())
         }
         try reader.expectEnd()
     }

@@ -12,6 +12,10 @@ public enum DataMessage: Sendable, Equatable {
     case gradient(Tensor)
     /// Replica r → replica r+1 of the same stage: a chunk of the gradient all-reduce.
     case ring(step: UInt64, RingChunk)
+    /// A new holder of a stage asks a surviving one for its state at the plan's next step.
+    case stateRequest(stage: UInt32, step: UInt64)
+    /// The state: the layers of the stage, each an opaque blob (ElasticServices' layer codec).
+    case stateReply(stage: UInt32, step: UInt64, layers: [[UInt8]])
 
     /// A micro-batch tensor in flight.
     public struct Tensor: Sendable, Equatable {
@@ -31,7 +35,7 @@ public enum DataMessage: Sendable, Equatable {
     }
 
     public enum Kind: UInt8, Sendable {
-        case hello = 64, activation, gradient, ring
+        case hello = 64, activation, gradient, ring, stateRequest, stateReply
     }
 
     /// The largest frame on the data plane.
@@ -57,6 +61,16 @@ public enum DataMessage: Sendable, Equatable {
             writer.write(UInt32(chunk.round))
             writer.write(UInt64(chunk.offset))
             writer.write(floats: chunk.values)
+        case .stateRequest(let stage, let step):
+            kind = .stateRequest
+            writer.write(stage)
+            writer.write(step)
+        case .stateReply(let stage, let step, let layers):
+            kind = .stateReply
+            writer.write(stage)
+            writer.write(step)
+            writer.write(count: layers.count)
+            for layer in layers { writer.write(bytes: layer) }
         }
         return Frame(kind: kind.rawValue, generation: generation, payload: writer.bytes)
     }
@@ -90,6 +104,15 @@ public enum DataMessage: Sendable, Equatable {
             let offset = try reader.read(UInt64.self)
             guard offset <= UInt64(Int32.max) * 16 else { throw WireError(.invalidValue, "all-reduce offset \(offset) is out of range") }
             self = .ring(step: step, RingChunk(phase: phase, round: round, offset: Int(offset), values: try reader.readFloats()))
+        case .stateRequest:
+            self = .stateRequest(stage: try reader.read(UInt32.self), step: try reader.read(UInt64.self))
+        case .stateReply:
+            let stage = try reader.read(UInt32.self)
+            let step = try reader.read(UInt64.self)
+            let count = try reader.readCount(minimumItemSize: 4)
+            var layers: [[UInt8]] = []
+            for _ in 0..<count { layers.append(try reader.readBytes(limit: DataMessage.maximumFrameSize)) }
+            self = .stateReply(stage: stage, step: step, layers: layers)
         }
         try reader.expectEnd()
     }

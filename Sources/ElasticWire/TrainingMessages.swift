@@ -7,14 +7,18 @@ public struct Assignment: WireCodable {
     public var dataAddresses: [NodeID: String]
     /// The job spec as JSON (the controller's copy, byte for byte).
     public var jobJSON: [UInt8]
-    /// The first step to run: one past the last committed step.
+    /// The first step to run: one past the last committed step. Every holder of layer state
+    /// must have applied exactly the steps before it.
     public var nextStep: UInt64
+    /// State copies to make before training resumes.
+    public var transfers: [StateTransfer]
 
-    public init(plan: Plan, dataAddresses: [NodeID: String], jobJSON: [UInt8], nextStep: UInt64) {
+    public init(plan: Plan, dataAddresses: [NodeID: String], jobJSON: [UInt8], nextStep: UInt64, transfers: [StateTransfer] = []) {
         self.plan = plan
         self.dataAddresses = dataAddresses
         self.jobJSON = jobJSON
         self.nextStep = nextStep
+        self.transfers = transfers
     }
 
     public func encode(to writer: inout WireWriter) {
@@ -35,6 +39,12 @@ public struct Assignment: WireCodable {
         for spare in plan.spares { writer.write(spare.value) }
         writer.write(bytes: jobJSON)
         writer.write(nextStep)
+        writer.write(count: transfers.count)
+        for transfer in transfers {
+            writer.write(UInt32(transfer.stage))
+            writer.write(transfer.from.value)
+            writer.write(transfer.to.value)
+        }
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -80,6 +90,19 @@ public struct Assignment: WireCodable {
         dataAddresses = addresses
         jobJSON = try reader.readBytes(limit: 256 << 10)
         nextStep = try reader.read(UInt64.self)
+        let transferCount = try reader.readCount(minimumItemSize: 12)
+        var transfers: [StateTransfer] = []
+        let slots = Set(nodes.flatMap { $0 })
+        for _ in 0..<transferCount {
+            let stage = Int(try reader.read(UInt32.self))
+            let from = NodeID(try reader.readString(limit: 64))
+            let to = NodeID(try reader.readString(limit: 64))
+            guard stage < stageCount, slots.contains(from), slots.contains(to), from != to else {
+                throw WireError(.invalidValue, "a state transfer must be between two slots of the plan, for one of its stages")
+            }
+            transfers.append(StateTransfer(stage: stage, from: from, to: to))
+        }
+        self.transfers = transfers
     }
 }
 

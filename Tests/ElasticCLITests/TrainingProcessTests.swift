@@ -1,5 +1,4 @@
 import ElasticServices
-import ElasticTestSupport
 import Foundation
 import Testing
 
@@ -9,49 +8,6 @@ struct TrainingProcessTests {
     static let samples = 4096
     static let steps = 50
 
-    /// The numpy reference's losses for the first `steps` steps on `samples` samples.
-    static func referenceLosses(directory: URL) throws -> [Double] {
-        let script = try W1Reference.scriptPath()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "--samples", String(samples), "--steps", String(steps)]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw HarnessError("the numpy reference failed (is python3 with numpy installed?)")
-        }
-        let losses = output.split(separator: "\n").compactMap { line -> Double? in
-            let parts = line.split(separator: " ")
-            return parts.count == 4 ? Double(parts[3]) : nil
-        }
-        guard losses.count == steps else { throw HarnessError("the reference printed \(losses.count) losses, expected \(steps)") }
-        return losses
-    }
-
-    static func job(stages: Int, replicas: Int, steps: Int = steps, inputs: Int = 256, data: String = "data") -> [String: Any] {
-        [
-            "name": "w1-\(stages)x\(replicas)",
-            "model": [
-                "inputs": inputs,
-                "layers": [512, 512, 512, 512].map { ["outputs": $0, "activation": "relu"] } + [["outputs": 10, "activation": "none"]],
-                "initialization": "w1",
-            ] as [String: Any],
-            "data": ["path": data],
-            "batch": 256, "microBatches": 2,
-            "optimizer": ["kind": "sgd", "learningRate": 0.05, "momentum": 0.9],
-            "steps": steps, "seed": 42,
-            "plan": ["stages": stages, "replicas": replicas],
-        ]
-    }
-
-    static func write(_ object: [String: Any], to url: URL) throws {
-        try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted]).write(to: url)
-    }
-
     /// 1×1, 1×2, 2×1, 2×2 and 4×1 give the reference's losses within 1e-3 relative, every step's
     /// replicas agree, and the ledger's data cursor moves by one batch per step (4096 samples:
     /// 16 steps an epoch, so the 50 steps cross three epoch boundaries).
@@ -60,12 +16,12 @@ struct TrainingProcessTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let generated = try await CLI.run(["data", "generate", "w1", "--out", "data", "--samples", String(Self.samples), "--shards", "3"], in: directory)
         try #require(generated.status == 0, "data generate failed: \(generated.stderr)")
-        let reference = try Self.referenceLosses(directory: directory)
+        let reference = try referenceLosses(samples: Self.samples, steps: Self.steps)
 
         for (stages, replicas) in [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1)] {
             let run = directory.appendingPathComponent("run-\(stages)x\(replicas)")
             try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
-            try Self.write(Self.job(stages: stages, replicas: replicas, data: "../data"), to: run.appendingPathComponent("job.json"))
+            try writeJSON(w1Job(stages: stages, replicas: replicas, steps: Self.steps, data: "../data"), to: run.appendingPathComponent("job.json"))
             let processes = ProcessGroup(directory: run)
             defer { processes.killAll() }
             do {
@@ -85,34 +41,13 @@ struct TrainingProcessTests {
     }
 
     /// Starts a controller with `job.json` and `workers` workers in `directory`, waits until the
-    /// job finishes, stops everything, and returns the ledger's entries.
+    /// job finishes, stops the controller, and returns the ledger's entries.
     static func train(in directory: URL, workers: Int, processes: ProcessGroup) async throws -> [[String: Any]] {
-        let data = directory.appendingPathComponent("controller").path
-        _ = try await CLI.run(["certs", "init", "--dir", data], in: directory)
-        let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", data, "--job", "job.json"])
-        let addressFile = directory.appendingPathComponent("controller/controller.address")
-        try await waitUntil("the controller to listen") {
-            if !controller.process.isRunning { throw HarnessError("the controller exited: \(controller.stderr)") }
-            return FileManager.default.fileExists(atPath: addressFile.path)
-        }
-        let address = try String(contentsOf: addressFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let token = try await CLI.run(["token", "create", "--data-dir", data], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let hash = try await CLI.run(["certs", "hash", "--dir", data], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        for index in 1...workers {
-            _ = try processes.spawn(name: "w\(index)", [
-                "join", address, "--token", token, "--ca-hash", hash, "--name", "w\(index)",
-                "--data-dir", "w\(index)", "--data-listen", "127.0.0.1:0",
-            ])
-        }
-        try await waitUntil("the job to finish", deadline: .seconds(240)) {
-            let log = controller.stderr
-            if log.contains("training stopped") { throw HarnessError("training stopped: \(log)") }
-            return log.contains("finished:")
-        }
-        controller.signal(SIGTERM)
-        _ = try await controller.waitForExit(deadline: .seconds(15))
-        let text = try String(contentsOf: directory.appendingPathComponent("controller/ledger.jsonl"), encoding: .utf8)
-        return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let cluster = try await ClusterHarness.start(in: directory, processes: processes)
+        for index in 1...workers { try cluster.join("w\(index)") }
+        try await cluster.waitForFinish()
+        try await cluster.stopController()
+        return cluster.ledger()
     }
 
     /// A malformed job, a shard with a bad checksum and a data set with the wrong feature count
@@ -136,17 +71,17 @@ struct TrainingProcessTests {
         try "{ \"name\": \"broken\", ".write(to: directory.appendingPathComponent("malformed.json"), atomically: true, encoding: .utf8)
         try await refused("malformed.json", "job file: not valid JSON")
 
-        var missing = Self.job(stages: 1, replicas: 1)
+        var missing = w1Job(stages: 1, replicas: 1, steps: Self.steps)
         missing["batch"] = nil
-        try Self.write(missing, to: directory.appendingPathComponent("missing.json"))
+        try writeJSON(missing, to: directory.appendingPathComponent("missing.json"))
         try await refused("missing.json", "missing field 'batch'")
 
-        var badBatch = Self.job(stages: 1, replicas: 1)
+        var badBatch = w1Job(stages: 1, replicas: 1, steps: Self.steps)
         badBatch["batch"] = 0
-        try Self.write(badBatch, to: directory.appendingPathComponent("batch.json"))
+        try writeJSON(badBatch, to: directory.appendingPathComponent("batch.json"))
         try await refused("batch.json", "batch: must be at least 1")
 
-        try Self.write(Self.job(stages: 1, replicas: 1, inputs: 255), to: directory.appendingPathComponent("features.json"))
+        try writeJSON(w1Job(stages: 1, replicas: 1, steps: Self.steps, inputs: 255), to: directory.appendingPathComponent("features.json"))
         try await refused("features.json", "it has 256 features, the model's first layer expects 255")
 
         // Flip one byte in the payload of a shard.
@@ -155,7 +90,7 @@ struct TrainingProcessTests {
         var bytes = try Data(contentsOf: shard)
         bytes[bytes.count - 100] ^= 0x55
         try bytes.write(to: shard)
-        try Self.write(Self.job(stages: 1, replicas: 1), to: directory.appendingPathComponent("good.json"))
+        try writeJSON(w1Job(stages: 1, replicas: 1, steps: Self.steps), to: directory.appendingPathComponent("good.json"))
         try await refused("good.json", "checksum")
     }
 }

@@ -1,3 +1,4 @@
+import ElasticTestSupport
 import ElasticCore
 import ElasticWire
 import Testing
@@ -18,6 +19,8 @@ struct ControlMessageRoundTripTests {
         let assignments = Samples.all.compactMap { if case .assign(let a) = $0 { a } else { nil } }
         #expect(assignments.contains { $0.plan.stageCount >= 2 && $0.plan.replicas >= 2 && !$0.plan.spares.isEmpty })
         #expect(assignments.contains { $0.plan.spares.isEmpty })
+        #expect(assignments.contains { $0.transfers.isEmpty } && assignments.contains { $0.transfers.count >= 2 })
+        #expect(assignments.contains { $0.transfers.contains { $0.stage >= 2 } })
     }
 
     @Test(arguments: Samples.all)
@@ -44,7 +47,7 @@ struct ControlMessageRoundTripTests {
             (.caRequest, 16), (.caBundle, 17), (.bootstrapRequest, 18), (.bootstrapGranted, 19),
             (.statusRequest, 32), (.statusReply, 33), (.tokenCreate, 34), (.tokenCreated, 35), (.tokenListRequest, 36),
             (.tokenList, 37), (.tokenRevoke, 38), (.done, 39),
-            (.assign, 48), (.ready, 49), (.startStep, 50), (.stepDone, 51), (.commit, 52), (.trainingFailed, 53), (.submitJob, 54),
+            (.assign, 48), (.ready, 49), (.startStep, 50), (.stepDone, 51), (.commit, 52), (.trainingFailed, 53), (.submitJob, 54), (.stepAbandoned, 55),
         ]
         for (kind, raw) in expected { #expect(kind.rawValue == raw, "\(kind)") }
         #expect(expected.count == ControlMessage.Kind.allCases.count)
@@ -101,6 +104,7 @@ struct ControlMessageRoundTripTests {
         #expect(ControlMessage.commit(step: 1).frame(generation: 0).kind == 52)
         #expect(ControlMessage.trainingFailed(reason: "x").frame(generation: 0).payload == [0, 0, 0, 1, 0x78])
         #expect(ControlMessage.submitJob(json: [0x7B, 0x7D]).frame(generation: 0).payload == [0, 0, 0, 2, 0x7B, 0x7D])
+        #expect(ControlMessage.stepAbandoned(step: 3, reason: "x").frame(generation: 0).payload == [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0x78])
 
         let report = StepReport(step: 7, lossSum: -2, samples: 64, stateChecksum: 0xA1A2_A3A4_A5A6_A7A8, computeTime: .microseconds(1_500_999))
         #expect(ControlMessage.stepDone(report).frame(generation: 0).payload == [
@@ -127,8 +131,81 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 1, 0, 0, 0, 1, 0x63,                   // 1 spare: "c" (no address)
             0, 0, 0, 2, 0x7B, 0x7D,                         // job JSON
             0, 0, 0, 0, 0, 0, 0, 5,                         // next step
+            0, 0, 0, 0,                                     // no transfers
         ])
         #expect(try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes)) == .assign(assignment))
+        // An assignment of the earlier protocol (no transfer list) is now a truncated message.
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: Array(bytes.dropLast(4)))) }
+    }
+
+    /// Transfers follow the next step: a count, then per transfer the stage (u32) and the
+    /// source and destination node ids (strings).
+    @Test func assignmentTransferBytesAreExactlyAsDocumented() throws {
+        let plan = Plan(generation: 9, stages: [0..<2, 2..<3], replicas: 2, nodes: [["a", "b"], ["c", "d"]], spares: ["e"])
+        let without = Assignment(plan: plan, dataAddresses: ["a": "", "b": "", "c": "", "d": ""], jobJSON: [], nextStep: 5)
+        var with = without
+        with.transfers = [StateTransfer(stage: 0, from: "a", to: "b"), StateTransfer(stage: 1, from: "d", to: "c")]
+        let before = ControlMessage.assign(without).frame(generation: 9).payload
+        let bytes = ControlMessage.assign(with).frame(generation: 9).payload
+        #expect(before.suffix(12) == [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0])
+        #expect(Array(bytes.prefix(before.count - 4)) == Array(before.dropLast(4)))
+        #expect(Array(bytes.dropFirst(before.count - 4)) == [
+            0, 0, 0, 2,                                     // 2 transfers
+            0, 0, 0, 0,                                     //   stage 0
+            0, 0, 0, 1, 0x61,                               //   from "a"
+            0, 0, 0, 1, 0x62,                               //   to "b"
+            0, 0, 0, 1,                                     //   stage 1
+            0, 0, 0, 1, 0x64,                               //   from "d"
+            0, 0, 0, 1, 0x63,                               //   to "c"
+        ])
+        let decoded = try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes))
+        #expect(decoded == .assign(with))
+        guard case .assign(let received) = decoded else {
+            Issue.record("decoded \(decoded)")
+            return
+        }
+        // Order is kept: the controller hands sources out in turn.
+        #expect(received.transfers == with.transfers)
+    }
+
+    /// Whatever the planner asks to copy travels: random re-plans of random plans, their
+    /// `Planner.transfers`, through an assignment and back.
+    @Test func plannerTransfersRoundTrip() throws {
+        let seed = TestSeed.make("Assignment planner transfers")
+        var rng = SplitMix64(seed: seed)
+        var withTransfers = 0
+        for round in 0..<300 {
+            let stages = 1 + rng.below(4)
+            let replicas = 1 + rng.below(4)
+            let ranges = (0..<stages).map { $0..<($0 + 1) }
+            var fresh = 0
+            func newNode() -> NodeID {
+                fresh += 1
+                return NodeID("n\(fresh)")
+            }
+            let previousNodes = (0..<stages).map { _ in (0..<replicas).map { _ in newNode() } }
+            let previous = Plan(generation: 1, stages: ranges, replicas: replicas, nodes: previousNodes, spares: [])
+            // Each slot keeps its node, or (keeping one holder per stage) gets a newcomer or a
+            // former spare; the next plan may have a different replica count.
+            let nextReplicas = 1 + rng.below(4)
+            var nextNodes: [[NodeID]] = []
+            for stage in 0..<stages {
+                var row: [NodeID] = [previousNodes[stage][rng.below(replicas)]]
+                for node in previousNodes[stage] where !row.contains(node) && row.count < nextReplicas && rng.below(2) == 0 {
+                    row.append(node)
+                }
+                while row.count < nextReplicas { row.append(newNode()) }
+                nextNodes.append(row.shuffled(using: &rng))
+            }
+            let next = Plan(generation: 2, stages: ranges, replicas: nextReplicas, nodes: nextNodes, spares: (0..<rng.below(3)).map { _ in newNode() })
+            let transfers = try #require(Planner.transfers(from: previous, to: next), "seed \(seed), round \(round)")
+            if !transfers.isEmpty { withTransfers += 1 }
+            let addresses = Dictionary(uniqueKeysWithValues: next.workers.map { ($0, "\($0.value):1") })
+            let sent = Assignment(plan: next, dataAddresses: addresses, jobJSON: [], nextStep: UInt64(round), transfers: transfers)
+            let frame = ControlMessage.assign(sent).frame(generation: 2)
+            #expect(try ControlMessage(frame: frame) == .assign(sent), "seed \(seed), round \(round): \(transfers)")
+        }
+        #expect(withTransfers >= 100, "seed \(seed)")
     }
 
     /// Slots are written stage by stage, replica by replica: `nodes[stage][replica]`.
@@ -163,6 +240,7 @@ struct ControlMessageRoundTripTests {
         #expect(received.dataAddresses["w4"] == "")
         #expect(received.dataAddresses["w1"] == "10.0.0.1:7071")
         #expect(received.jobJSON == sent.jobJSON && received.nextStep == sent.nextStep)
+        #expect(received.transfers == sent.transfers && received.transfers.count == 2)
         // …and encodes to the same bytes as what was sent.
         #expect(ControlMessage.assign(received).frame(generation: 1) == ControlMessage.assign(sent).frame(generation: 1))
     }

@@ -22,6 +22,15 @@ enum DataSamples {
 
     static let largeTensor = tensor(step: 9, microBatch: 15, rows: 1_000, columns: 37, seed: 1)
 
+    /// `count` deterministic bytes of every value: an opaque layer blob.
+    static func blob(count: Int, seed: UInt64) -> [UInt8] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<count).map { _ in rng.byte() }
+    }
+
+    /// A ~100 KB layer, as a stage of a mid-sized model would send.
+    static let largeBlob = blob(count: 100 << 10, seed: 6)
+
     /// Small enough to truncate at every byte and to fuzz.
     static let small: [DataMessage] = [
         .hello,
@@ -36,6 +45,13 @@ enum DataSamples {
         .ring(step: 7, RingChunk(phase: .allGather, round: 3, offset: 1 << 20, values: [1, 2, -3, .infinity])),
         .ring(step: .max, RingChunk(phase: .allGather, round: Int(UInt32.max), offset: Int(Int32.max) * 16, values: [])),
         .ring(step: 12, RingChunk(phase: .reduceScatter, round: 1, offset: 5, values: [0.5, -0.0, .leastNormalMagnitude])),
+        .stateRequest(stage: 0, step: 0),
+        .stateRequest(stage: 1, step: 42),
+        .stateRequest(stage: .max, step: .max),
+        .stateReply(stage: 0, step: 0, layers: []),
+        .stateReply(stage: 1, step: 42, layers: [blob(count: 37, seed: 7)]),
+        .stateReply(stage: .max, step: .max, layers: [[], [0xFF, 0, 0, 0, 0x7F], blob(count: 200, seed: 8)]),
+        .stateReply(stage: 3, step: 1, layers: [[]]),
     ]
 
     static let all: [DataMessage] = small + [
@@ -43,6 +59,8 @@ enum DataSamples {
         .gradient(tensor(step: 10, microBatch: 0, rows: 37, columns: 1_000, seed: 3)),
         .ring(step: 99, RingChunk(phase: .reduceScatter, round: 2, offset: 1 << 18,
                                   values: tensor(step: 0, microBatch: 0, rows: 1, columns: 1 << 14, seed: 4).values)),
+        .stateReply(stage: 2, step: 1_234, layers: [largeBlob, [], blob(count: 3, seed: 9)]),
+        .stateReply(stage: 0, step: 5, layers: [largeBlob]),
     ]
 }
 
@@ -55,6 +73,8 @@ extension DataMessage {
         case .activation: .activation
         case .gradient: .gradient
         case .ring: .ring
+        case .stateRequest: .stateRequest
+        case .stateReply: .stateReply
         }
     }
 }
@@ -64,9 +84,14 @@ extension DataMessage {
 @Suite("DataMessage round trips")
 struct DataMessageRoundTripTests {
     @Test func samplesCoverEveryKindAndPhase() {
-        #expect(Set(DataSamples.small.map(\.sampleKind.rawValue)) == [64, 65, 66, 67])
+        #expect(Set(DataSamples.small.map(\.sampleKind.rawValue)) == Set(64...69))
         let phases: [RingChunk.Phase] = DataSamples.small.compactMap { if case .ring(_, let chunk) = $0 { chunk.phase } else { nil } }
         #expect(Set(phases) == [.reduceScatter, .allGather])
+        // State replies of 0, 1 and 3 layers, an empty layer among them, and a ~100 KB one.
+        let replies: [[[UInt8]]] = DataSamples.all.compactMap { if case .stateReply(_, _, let layers) = $0 { layers } else { nil } }
+        #expect(Set(replies.map(\.count)).isSuperset(of: [0, 1, 3]))
+        #expect(replies.contains { $0.contains([]) })
+        #expect(replies.contains { $0.contains { $0.count >= 100_000 } })
     }
 
     @Test(arguments: DataSamples.all)
@@ -92,10 +117,17 @@ struct DataMessageRoundTripTests {
         // Ring chunks: 8 + 1 + 4 + 8, a count, 4 bytes per value.
         #expect(DataMessage.ring(step: 0, RingChunk(phase: .allGather, round: 0, offset: 0, values: [])).frame(generation: 1).payload.count == 25)
         #expect(DataMessage.hello.frame(generation: 1).payload.isEmpty)
+        // State requests: 4 + 8. Replies: 4 + 8, a count, a 4-byte length per layer and its bytes.
+        #expect(DataMessage.stateRequest(stage: 0, step: 0).frame(generation: 1).payload.count == 12)
+        #expect(DataMessage.stateReply(stage: 0, step: 0, layers: []).frame(generation: 1).payload.count == 16)
+        #expect(DataMessage.stateReply(stage: 0, step: 0, layers: [[], [1], DataSamples.largeBlob]).frame(generation: 1).payload.count
+                == 16 + 4 + 5 + 4 + (100 << 10))
     }
 
     @Test func kindNumbersAreStable() {
-        let expected: [(DataMessage.Kind, UInt8)] = [(.hello, 64), (.activation, 65), (.gradient, 66), (.ring, 67)]
+        let expected: [(DataMessage.Kind, UInt8)] = [
+            (.hello, 64), (.activation, 65), (.gradient, 66), (.ring, 67), (.stateRequest, 68), (.stateReply, 69),
+        ]
         for (kind, raw) in expected { #expect(kind.rawValue == raw, "\(kind)") }
         #expect(RingChunk.Phase.reduceScatter.rawValue == 1)
         #expect(RingChunk.Phase.allGather.rawValue == 2)
@@ -157,6 +189,52 @@ struct DataMessageRoundTripTests {
         #expect(DataMessage.hello.frame(generation: 258).encoded() == [0, 0, 0, 10, 1, 64, 0, 0, 0, 0, 0, 0, 1, 2])
     }
 
+    @Test func stateBytesAreExactlyAsDocumented() throws {
+        #expect(DataMessage.stateRequest(stage: 0x0102_0304, step: 0x0506_0708_090A_0B0C).frame(generation: 0x11).encoded() == [
+            0, 0, 0, 22,                    // length: 10 of header rest + 12 of payload
+            1,                              // version
+            68,                             // kind: state request
+            0, 0, 0, 0, 0, 0, 0, 0x11,      // generation
+            1, 2, 3, 4,                     // stage, u32
+            5, 6, 7, 8, 9, 10, 11, 12,      // step, u64
+        ])
+        let reply = DataMessage.stateReply(stage: 2, step: 42, layers: [[0xAB, 0xCD], [], [0x00]])
+        let frame = reply.frame(generation: 7)
+        #expect(frame.kind == 69)
+        #expect(frame.payload == [
+            0, 0, 0, 2,                     // stage
+            0, 0, 0, 0, 0, 0, 0, 42,        // step
+            0, 0, 0, 3,                     // 3 layers:
+            0, 0, 0, 2, 0xAB, 0xCD,         //   2 bytes
+            0, 0, 0, 0,                     //   empty
+            0, 0, 0, 1, 0x00,               //   1 byte
+        ])
+        #expect(try DataMessage(frame: frame) == reply)
+        #expect(DataMessage.stateReply(stage: 0, step: 0, layers: []).frame(generation: 7).payload == [UInt8](repeating: 0, count: 16))
+    }
+
+    /// Layer blobs are opaque: copied byte for byte, whatever they hold, in order, and many
+    /// small layers are as fine as a few large ones.
+    @Test func layerBlobsTravelByteForByte() throws {
+        let every = (0...255).map { UInt8($0) }
+        let many = (0..<1_000).map { index in index % 7 == 0 ? [] : [UInt8(truncatingIfNeeded: index)] }
+        for layers in [[every], [every.reversed(), every], many, [[UInt8]](repeating: [], count: 500)] as [[[UInt8]]] {
+            let frame = DataMessage.stateReply(stage: 1, step: 2, layers: layers).frame(generation: 3)
+            let decoded = try DataMessage(frame: frame)
+            guard case .stateReply(let stage, let step, let received) = decoded else {
+                Issue.record("decoded \(decoded)")
+                continue
+            }
+            #expect(stage == 1 && step == 2)
+            #expect(received == layers)
+            #expect(decoded.frame(generation: 3) == frame)
+        }
+        // From a slice that does not start at zero.
+        let body = DataMessage.stateReply(stage: 1, step: 2, layers: [every]).frame(generation: 3).payload
+        let bytes = [UInt8](repeating: 0xEE, count: 3) + body + [0xEE]
+        #expect(try DataMessage(frame: Frame(kind: 69, generation: 3, payload: Array(bytes[3..<(3 + body.count)]))) == .stateReply(stage: 1, step: 2, layers: [every]))
+    }
+
     /// Float payloads are copied, not converted: NaN payloads (signalling or not), negative
     /// zero, subnormals and infinities arrive bit for bit.
     @Test func floatsTravelBitForBit() throws {
@@ -177,7 +255,7 @@ struct DataMessageRoundTripTests {
             switch decoded {
             case .activation(let t), .gradient(let t): #expect(t.values.map(\.bitPattern) == patterns)
             case .ring(_, let chunk): #expect(chunk.values.map(\.bitPattern) == patterns)
-            case .hello: Issue.record("decoded a hello")
+            case .hello, .stateRequest, .stateReply: Issue.record("decoded \(decoded)")
             }
             #expect(decoded.frame(generation: 2) == frame)
         }
@@ -233,9 +311,8 @@ struct DataMessageRoundTripTests {
     }
 
     /// `read(integer:)` and `read(littleEndian:)` are generic over FixedWidthInteger, and
-    /// promise a WireError rather than a trap — but for Int8 they build the value with
-    /// `T(byte)`, which traps for bytes ≥ 0x80 (WireCoding.swift, `read(littleEndian:)` and
-    /// `read(integer:)`). No message reads an Int8 today.
+    /// promise a WireError rather than a trap: for Int8 a byte ≥ 0x80 must not trap in the
+    /// conversion (they use `T(truncatingIfNeeded:)`). No message reads an Int8 today.
     @Test
     func signedBytesDecodeWithoutTrapping() throws {
         var big = WireReader([0x80, 0xFF])
@@ -257,6 +334,35 @@ struct DataMessageRoundTripTests {
         #expect(try wide.read(integer: Int16.self) == -2)
         #expect(try wide.read(littleEndian: Int16.self) == -2)
         #expect(try wide.read(integer: Int32.self) == Int32.min)
+    }
+
+    /// A state reply larger than a control-plane frame goes through a data-plane decoder, in any
+    /// chunking, between other messages.
+    @Test func largeStateRepliesStreamThroughADataPlaneDecoder() throws {
+        let seed = TestSeed.make("DataMessage large state reply chunking")
+        var rng = SplitMix64(seed: seed)
+        let big = DataMessage.stateReply(stage: 1, step: 77, layers: [DataSamples.blob(count: 3 << 20, seed: 10), [], DataSamples.largeBlob])
+        let messages: [DataMessage] = [.stateRequest(stage: 1, step: 77), big, .hello, .stateReply(stage: 1, step: 77, layers: [DataSamples.largeBlob])]
+        let bytes = messages.flatMap { $0.frame(generation: 4).encoded() }
+
+        var control = FrameDecoder()
+        control.append(bytes)
+        #expect(try control.next() == messages[0].frame(generation: 4))
+        expectWireError(.frameTooLarge) { () throws(WireError) in try control.next() }
+
+        for round in 0..<3 {
+            var decoder = FrameDecoder(maximumFrameSize: DataMessage.maximumFrameSize)
+            var received: [DataMessage] = []
+            var offset = 0
+            while offset < bytes.count {
+                let size = min(bytes.count - offset, 1 + rng.below([4_099, 65_536, 1 << 20][round]))
+                decoder.append(bytes[offset..<offset + size])
+                offset += size
+                while let frame = try decoder.next() { received.append(try DataMessage(frame: frame)) }
+            }
+            #expect(received == messages, "seed \(seed), round \(round)")
+            #expect(decoder.bufferedByteCount == 0)
+        }
     }
 
     /// A tensor larger than a control-plane frame goes through a data-plane decoder, in any
@@ -374,7 +480,7 @@ struct DataMessageRejectionTests {
     }
 
     @Test func anUnknownKindIsRefused() {
-        for kind: UInt8 in [0, 1, 48, 54, 63, 68, 0x80, 0xFF] {
+        for kind: UInt8 in [0, 1, 48, 54, 63, 70, 71, 0x80, 0xFF] {
             for body in [[], ringPayload(), tensorPayload(rows: 1, columns: 1, values: [1])] as [[UInt8]] {
                 let error = expectWireError(.unknownMessageKind, "kind \(kind)") { () throws(WireError) in
                     try DataMessage(frame: Frame(kind: kind, generation: 1, payload: body))
@@ -419,6 +525,90 @@ struct DataMessageRejectionTests {
         var decoder = FrameDecoder(maximumFrameSize: DataMessage.maximumFrameSize)
         decoder.append(dataFrame(.gradient, full).encoded().dropLast(1))
         #expect(try decoder.next() == nil)
+    }
+
+    /// The ~100 KB replies are too large to cut at every byte: cut them at every byte near each
+    /// field boundary, and at random points in between.
+    @Test func truncationsOfALargeStateReplyAreRefusedAsTruncated() {
+        let seed = TestSeed.make("DataMessage large state reply truncation")
+        var rng = SplitMix64(seed: seed)
+        for message in DataSamples.all where message.sampleKind == .stateReply {
+            let full = message.frame(generation: 3)
+            guard full.payload.count > 4_096 else { continue }
+            guard case .stateReply(_, _, let layers) = message else { continue }
+            var boundaries = [0, 12, 16]
+            for layer in layers { boundaries.append(boundaries.last! + 4 + layer.count) }
+            var cuts = Set(boundaries.flatMap { ($0 - 6)...($0 + 6) }.filter { $0 >= 0 && $0 < full.payload.count })
+            for _ in 0..<200 { cuts.insert(rng.below(full.payload.count)) }
+            for length in cuts.sorted() {
+                let cut = Frame(kind: full.kind, generation: full.generation, payload: Array(full.payload[..<length]))
+                expectWireError(.truncated, "cut to \(length) of \(full.payload.count), seed \(seed)") { () throws(WireError) in
+                    try DataMessage(frame: cut)
+                }
+            }
+        }
+    }
+
+    /// Every layer takes at least its 4-byte length: a layer count the bytes left cannot hold is
+    /// refused before any layer is read or allocated.
+    @Test func aLayerCountTheBytesCannotHoldIsTruncated() throws {
+        let header = payload { $0.write(UInt32(1)); $0.write(UInt64(9)) }
+        let cases: [(UInt32, [UInt8])] = [
+            (1, []),
+            (2, payload { $0.write(bytes: [UInt8]()) }),                    // 4 bytes: one empty layer
+            (3, payload { $0.write(bytes: [UInt8]()); $0.write(bytes: [UInt8]()) }),
+            (1_000, payload { $0.write(bytes: [1, 2, 3]) }),
+            (0x4000_0000, [UInt8](repeating: 0, count: 64)),
+            (.max, [UInt8](repeating: 0, count: 64)),
+            (.max, []),
+        ]
+        for (count, rest) in cases {
+            let bytes = header + payload { $0.write(count) } + rest
+            let error = expectWireError(.truncated, "\(count) layers in \(rest.count) bytes") { () throws(WireError) in
+                try DataMessage(frame: dataFrame(.stateReply, bytes))
+            }
+            #expect(error?.message.contains("\(count)") == true, "\(count): \(String(describing: error))")
+        }
+        // Exactly 4 bytes per layer: that many empty layers decode.
+        let empties = header + payload { $0.write(UInt32(16)) } + [UInt8](repeating: 0, count: 64)
+        #expect(try DataMessage(frame: dataFrame(.stateReply, empties)) == .stateReply(stage: 1, step: 9, layers: [[UInt8]](repeating: [], count: 16)))
+        // A count below the layers that follow leaves trailing bytes.
+        let extra = header + payload { $0.write(UInt32(1)); $0.write(bytes: [1]); $0.write(bytes: [2]) }
+        expectWireError(.trailingBytes) { () throws(WireError) in try DataMessage(frame: dataFrame(.stateReply, extra)) }
+    }
+
+    /// A layer whose length runs past the end of the message is truncated; a length over the
+    /// largest data-plane frame is refused from the length alone, like any field over its limit.
+    @Test func aLayerLengthPastTheEndIsRefused() throws {
+        let header = payload { $0.write(UInt32(1)); $0.write(UInt64(9)) }
+        let cases: [(String, [UInt8])] = [
+            ("1 layer of 10, 6 bytes", payload { $0.write(count: 1); $0.write(UInt32(10)) } + [1, 2, 3, 4, 5, 6]),
+            ("1 layer of 1, 0 bytes", payload { $0.write(count: 1); $0.write(UInt32(1)) }),
+            ("second layer of 100, 3 bytes", payload { $0.write(count: 2); $0.write(bytes: [7]); $0.write(UInt32(100)) } + [1, 2, 3]),
+            ("2 layers, the first eats the second's length", payload { $0.write(count: 2); $0.write(UInt32(4)); $0.write(bytes: [7, 8]) }),
+            ("a layer of the largest frame size", payload { $0.write(count: 1); $0.write(UInt32(DataMessage.maximumFrameSize)) } + [0]),
+        ]
+        for (what, rest) in cases {
+            expectWireError(.truncated, "\(what)") { () throws(WireError) in try DataMessage(frame: dataFrame(.stateReply, header + rest)) }
+        }
+        for length in [UInt32(DataMessage.maximumFrameSize) + 1, 0x7FFF_FFFF, .max] {
+            let bytes = header + payload { $0.write(count: 1); $0.write(length) } + [0, 0, 0, 0]
+            let error = expectWireError(.invalidValue, "length \(length)") { () throws(WireError) in try DataMessage(frame: dataFrame(.stateReply, bytes)) }
+            #expect(error?.message.contains("\(length)") == true)
+        }
+    }
+
+    @Test func aStateRequestIsExactlyTwelveBytes() throws {
+        let body = payload { $0.write(UInt32(2)); $0.write(UInt64(5)) }
+        #expect(try DataMessage(frame: dataFrame(.stateRequest, body)) == .stateRequest(stage: 2, step: 5))
+        for length in 0..<12 {
+            expectWireError(.truncated, "\(length) bytes") { () throws(WireError) in try DataMessage(frame: dataFrame(.stateRequest, Array(body.prefix(length)))) }
+        }
+        // A reply's body is not a request, nor a request's a reply.
+        expectWireError(.trailingBytes) { () throws(WireError) in
+            try DataMessage(frame: dataFrame(.stateRequest, DataMessage.stateReply(stage: 2, step: 5, layers: []).frame(generation: 1).payload))
+        }
+        expectWireError(.truncated) { () throws(WireError) in try DataMessage(frame: dataFrame(.stateReply, body)) }
     }
 
     @Test func helloCarriesNoPayload() throws {

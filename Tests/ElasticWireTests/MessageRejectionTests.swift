@@ -247,11 +247,13 @@ struct AssignmentBytes {
     var spareCount: UInt32? = nil
     var jobJSON: [UInt8] = [0x7B, 0x7D]
     var nextStep: UInt64 = 0
+    /// (stage, from, to) per transfer.
+    var transfers: [(UInt32, String, String)] = []
+    var transferCount: UInt32? = nil
 
     /// Whether Assignment's up-front slot check (stages × replicas slots of at least 8 bytes
     /// each in the bytes after the replica count) refuses `payload`, a well-formed assignment
-    /// cut short: the check throws invalidValue where every other count that the remaining bytes
-    /// cannot hold throws truncated.
+    /// cut short (as truncated, like every other count the remaining bytes cannot hold).
     static func slotCheckRefuses(_ payload: [UInt8]) -> Bool {
         var reader = WireReader(payload)
         guard (try? reader.read(UInt64.self)) != nil, let stages = try? reader.read(UInt32.self),
@@ -279,6 +281,12 @@ struct AssignmentBytes {
             for spare in spares { writer.write(spare) }
             writer.write(bytes: jobJSON)
             writer.write(nextStep)
+            writer.write(transferCount ?? UInt32(transfers.count))
+            for (stage, from, to) in transfers {
+                writer.write(stage)
+                writer.write(from)
+                writer.write(to)
+            }
         }
     }
 }
@@ -353,8 +361,8 @@ struct AssignmentRejectionTests {
     /// Every slot takes at least 8 bytes (two length fields): a stages × replicas product the
     /// rest of the message cannot hold is refused before any slot is read or allocated.
     @Test func aPlanClaimingMoreSlotsThanTheBytesHoldIsRefused() {
-        // Two 12-byte slots, then 18 bytes of spares, job and next step: 42 bytes hold at most 5
-        // slots by the 8-byte measure.
+        // Two 12-byte slots, then 22 bytes of spares, job, next step and transfers: 46 bytes hold
+        // at most 5 slots by the 8-byte measure.
         let cases: [(String, AssignmentBytes)] = [
             ("1×6", AssignmentBytes(replicas: 6, nodes: [["a", "b"]])),
             ("1×1000", AssignmentBytes(replicas: 1_000, nodes: [["a", "b"]])),
@@ -383,11 +391,9 @@ struct AssignmentRejectionTests {
         expectWireError(.truncated, "spare count") { () throws(WireError) in try decode(AssignmentBytes(nodes: [["a"]], spareCount: 1_000)) }
     }
 
-    /// Every other "more items than bytes" count (stages, spares, list items, floats) is a
-    /// truncated message; the slot count should be too. As it is, a well-formed assignment cut
-    /// anywhere before its last slots' bytes is reported as "a plan of S×R slots is empty or
-    /// larger than its message" (invalidValue), which also breaks the "every truncation is
-    /// refused as truncated" property the other messages have.
+    /// Like every other "more items than bytes" count (stages, spares, transfers, list items,
+    /// floats), a slot count the bytes cannot hold is a truncated message, so a well-formed
+    /// assignment cut anywhere is refused as truncated.
     @Test
     func aSlotCountTheBytesCannotHoldIsTruncated() throws {
         expectWireError(.truncated) { () throws(WireError) in try decode(AssignmentBytes(replicas: 6, nodes: [["a", "b"]])) }
@@ -409,5 +415,117 @@ struct AssignmentRejectionTests {
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: frame(.assign, slots + [UInt8](repeating: 0, count: 16))) }
         // One byte fewer: the plan cannot fit, and says so before reading the slots.
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: frame(.assign, slots + [UInt8](repeating: 0, count: 15))) }
+    }
+}
+
+/// The transfer list at the end of an assignment: every transfer copies a stage of the plan
+/// between two of its slot nodes.
+@Suite("Assignment transfer rejections")
+struct AssignmentTransferRejectionTests {
+    /// 2 stages × 2 replicas (`a b` / `c d`) and spares `s`, `t`.
+    func bytes(_ transfers: [(UInt32, String, String)], count: UInt32? = nil) -> AssignmentBytes {
+        AssignmentBytes(nodes: [["a", "b"], ["c", "d"]], spares: ["s", "t"], transfers: transfers, transferCount: count)
+    }
+
+    func decode(_ bytes: AssignmentBytes) throws(WireError) -> Assignment {
+        try decode(bytes.bytes)
+    }
+
+    func decode(_ payload: [UInt8]) throws(WireError) -> Assignment {
+        let message = try ControlMessage(frame: frame(.assign, payload))
+        guard case .assign(let assignment) = message else { preconditionFailure("decoded \(message)") }
+        return assignment
+    }
+
+    @Test func transfersBetweenSlotNodesDecode() throws {
+        #expect(try decode(bytes([])).transfers == [])
+        let valid: [(UInt32, String, String)] = [(0, "a", "b"), (1, "d", "c"), (0, "b", "a"), (1, "c", "d")]
+        let decoded = try decode(bytes(valid))
+        #expect(decoded.transfers == valid.map { StateTransfer(stage: Int($0.0), from: NodeID($0.1), to: NodeID($0.2)) })
+        // The decoder checks membership in the plan, not which stage each node holds: a copy
+        // across stages, and the same copy twice, are the controller's business.
+        #expect(try decode(bytes([(1, "a", "d")])).transfers == [StateTransfer(stage: 1, from: "a", to: "d")])
+        #expect(try decode(bytes([(0, "a", "b"), (0, "a", "b")])).transfers.count == 2)
+    }
+
+    @Test func aTransferToOrFromASpareIsRefused() {
+        let cases: [(UInt32, String, String)] = [(0, "a", "s"), (0, "s", "a"), (1, "t", "d"), (1, "c", "t"), (0, "s", "t")]
+        for transfer in cases {
+            expectWireError(.invalidValue, "\(transfer)") { () throws(WireError) in try decode(bytes([transfer])) }
+            // Also after a valid one.
+            expectWireError(.invalidValue, "after a valid one: \(transfer)") { () throws(WireError) in try decode(bytes([(0, "a", "b"), transfer])) }
+        }
+    }
+
+    @Test func aTransferToOrFromAnUnknownNodeIsRefused() {
+        let cases: [(UInt32, String, String)] = [
+            (0, "a", "x"), (0, "x", "a"), (1, "zz", "yy"),
+            (0, "", "a"), (0, "a", ""),                     // the empty id is no node of this plan
+            (0, "A", "b"), (0, "a", "b "),                  // ids compare exactly
+            (0, "a", "h:1"),                                // an address is not a node
+        ]
+        for transfer in cases {
+            expectWireError(.invalidValue, "\(transfer)") { () throws(WireError) in try decode(bytes([transfer])) }
+        }
+    }
+
+    @Test func aTransferFromANodeToItselfIsRefused() {
+        for transfer: (UInt32, String, String) in [(0, "a", "a"), (1, "d", "d"), (0, "b", "b")] {
+            expectWireError(.invalidValue, "\(transfer)") { () throws(WireError) in try decode(bytes([transfer])) }
+        }
+        // Not even a spare to itself, and not when the stage is out of range too.
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(bytes([(0, "s", "s")])) }
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(bytes([(9, "a", "a")])) }
+    }
+
+    @Test func aTransferOfAStageOutsideThePlanIsRefused() throws {
+        for stage: UInt32 in [2, 3, 0x8000_0000, .max] {
+            expectWireError(.invalidValue, "stage \(stage)") { () throws(WireError) in try decode(bytes([(stage, "a", "b")])) }
+        }
+        // The last stage is in range; one past it of a one-stage plan is not.
+        #expect(try decode(bytes([(1, "c", "d")])).transfers.map(\.stage) == [1])
+        let single = AssignmentBytes(nodes: [["a", "b"]], transfers: [(1, "a", "b")])
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(single) }
+    }
+
+    /// Each transfer takes at least 12 bytes (a stage and two lengths): a count the bytes left
+    /// cannot hold is refused before any transfer is read.
+    @Test func aTransferCountTheBytesCannotHoldIsTruncated() throws {
+        let one: [(UInt32, String, String)] = [(0, "a", "b")]  // 14 bytes
+        for count: UInt32 in [2, 3, 1_000, 0x1000_0000, .max] {
+            let error = expectWireError(.truncated, "count \(count)") { () throws(WireError) in try decode(bytes(one, count: count)) }
+            #expect(error?.message.contains("\(count)") == true, "count \(count): \(String(describing: error))")
+        }
+        for count: UInt32 in [1, 5, .max] {
+            expectWireError(.truncated, "count \(count), no transfers") { () throws(WireError) in try decode(bytes([], count: count)) }
+        }
+        // Exactly 12 bytes per transfer pass the count check; empty ids are then no nodes.
+        let empty = bytes([(0, "", ""), (0, "", "")])
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(empty) }
+        // A count below the transfers that follow leaves trailing bytes.
+        expectWireError(.trailingBytes) { () throws(WireError) in try decode(bytes([(0, "a", "b"), (1, "c", "d")], count: 1)) }
+    }
+
+    /// A count that passes the 12-byte estimate but whose transfers run out of bytes fails on
+    /// the read that runs out, and so does every cut inside the list.
+    @Test func aTruncatedTransferIsRefused() {
+        // 14 bytes of transfer and 10 of a second: 24 bytes pass the count check for 2.
+        let full = bytes([(0, "a", "b"), (1, "c", "d")]).bytes
+        expectWireError(.truncated) { () throws(WireError) in try decode(Array(full.dropLast(4))) }
+        let listStart = full.count - 4 - 28
+        for length in listStart..<full.count {
+            expectWireError(.truncated, "cut to \(length) of \(full.count)") { () throws(WireError) in try decode(Array(full[..<length])) }
+        }
+        // A node id's length past the end (within its 64-byte limit), and one over the limit.
+        let header = bytes([], count: 1).bytes
+        let pastEnd = header + payload { $0.write(UInt32(0)); $0.write(UInt32(60)); $0.write(UInt32(0)) } + Array("a".utf8)
+        expectWireError(.truncated) { () throws(WireError) in try decode(pastEnd) }
+        let overLimit = header + payload { $0.write(UInt32(0)); $0.write(UInt32.max); $0.write(UInt32(0)) }
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(overLimit) }
+        let tooLong = bytes([(0, String(repeating: "a", count: 65), "b")])
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(tooLong) }
+        // Invalid UTF-8 in a node id.
+        let invalid = header + payload { $0.write(UInt32(0)); $0.write(bytes: [0xFF]); $0.write("a") }
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(invalid) }
     }
 }

@@ -101,16 +101,35 @@ enum Samples {
         "w1": "10.0.0.1:7071", "w2": "[fe80::1%eth0]:7071", "w3": "hôte-é:65535", "w4": "",
     ]
 
+    /// Two copies in the 2×2 plan, each between the slot nodes of the two replicas of one stage
+    /// (a surviving holder to a newcomer), as `Planner.transfers` makes them.
+    static let transfers: [StateTransfer] = [
+        StateTransfer(stage: 0, from: "w1", to: "w3"),
+        StateTransfer(stage: 1, from: "w4", to: "w2"),
+    ]
+
     static let assignments: [Assignment] = [
         Assignment(plan: plan, dataAddresses: dataAddresses,
                    jobJSON: Array(#"{"name":"mnist-mlp","batch":64,"steps":100,"plan":{"stages":2,"replicas":2}}"#.utf8),
-                   nextStep: 42),
+                   nextStep: 42, transfers: transfers),
+        // The same plan with nothing to copy (a first generation, or nobody new).
+        Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: [0x7B, 0x7D], nextStep: 0, transfers: []),
         // The smallest plan: one slot, no spares, no job bytes, extreme numbers.
         Assignment(plan: Plan(generation: Generation(.max), stages: [0..<1], replicas: 1, nodes: [["solo"]], spares: []),
                    dataAddresses: ["solo": "127.0.0.1:1"], jobJSON: [], nextStep: .max),
         // One stage, many replicas (the planner's default shape), layer bounds near UInt32.max.
         Assignment(plan: Plan(generation: 0, stages: [0..<Int(UInt32.max)], replicas: 3, nodes: [["r0", "r1", "r2"]], spares: ["s"]),
                    dataAddresses: ["r0": "a:1", "r1": "b:2", "r2": "c:3"], jobJSON: [0x7B, 0x7D], nextStep: 0),
+        // One holder feeding two newcomers, and the last stage of a three-stage plan (a u32 stage
+        // above 0, non-ASCII node ids).
+        Assignment(plan: Plan(generation: 8, stages: [0..<1], replicas: 3, nodes: [["r0", "r1", "r2"]], spares: []),
+                   dataAddresses: ["r0": "a:1", "r1": "b:2", "r2": "c:3"], jobJSON: [], nextStep: 7,
+                   transfers: [StateTransfer(stage: 0, from: "r2", to: "r0"), StateTransfer(stage: 0, from: "r2", to: "r1")]),
+        Assignment(plan: Plan(generation: 9, stages: [0..<2, 2..<4, 4..<5], replicas: 2,
+                              nodes: [["a", "b"], ["c", "d"], ["nœud-ü", "é"]], spares: ["s1"]),
+                   dataAddresses: ["a": "a:1", "b": "b:1", "c": "c:1", "d": "d:1", "nœud-ü": "e:1", "é": "f:1"],
+                   jobJSON: [0x7B, 0x7D], nextStep: .max,
+                   transfers: [StateTransfer(stage: 2, from: "é", to: "nœud-ü")]),
     ]
 
     static let trainingStatuses: [TrainingStatus] = [
@@ -188,6 +207,8 @@ enum Samples {
         .trainingFailed(reason: ""),
         .submitJob(json: Array(#"{"name":"mnist-mlp","layers":[784,128,10],"note":"ünïcödé ✓"}"#.utf8)),
         .submitJob(json: []),
+        .stepAbandoned(step: 41, reason: "lost the data-plane link to w4"),
+        .stepAbandoned(step: .max, reason: ""),
     ] + training + refusals
 
     static let training: [ControlMessage] = assignments.map { ControlMessage.assign($0) } + stepReports.map { ControlMessage.stepDone($0) }

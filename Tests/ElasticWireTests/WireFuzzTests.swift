@@ -66,7 +66,7 @@ struct WireFuzzTests {
         let statistics = fuzz(DataMessage.self, corpus: .data, cases: Self.dataCases, seed: seed)
         print("wire fuzz (data): \(statistics.inputs) inputs, \(statistics.frames) frames, \(statistics.messages) messages (by kind: \(statistics.kinds.sorted { $0.key < $1.key })), errors: \(statistics.errors.sorted { $0.key < $1.key })")
         expectCoverage(statistics, cases: Self.dataCases)
-        for kind: UInt8 in 64...67 {
+        for kind: UInt8 in 64...69 {
             #expect(statistics.kinds[kind, default: 0] >= 200, "only \(statistics.kinds[kind, default: 0]) × kind \(kind) decoded")
         }
     }

@@ -110,6 +110,9 @@ actor ControllerState {
             trainingDirectives {
                 $0.onStepDone(node: node, step: Int(report.step), generation: frame.generation, report: .init(lossSum: report.lossSum, samples: Int(report.samples), stateChecksum: report.stateChecksum), now: now)
             }
+        case (.node?, .stepAbandoned(let step, let reason)):
+            logger.warning("\(connection.peer.name ?? "?") abandoned step \(step): \(reason)")
+            trainingDirectives { $0.onStepAbandoned(node: NodeID(connection.peer.name ?? ""), generation: frame.generation, reason: reason) }
         case (.node?, .trainingFailed(let reason)):
             logger.error("\(connection.peer.name ?? "?") cannot train: \(reason)")
             trainingDirectives { $0.onFailure(node: NodeID(connection.peer.name ?? ""), generation: frame.generation, reason: reason) }
@@ -320,43 +323,51 @@ actor ControllerState {
         logger.info("accepted job '\(job.spec.name)': \(job.spec.model.layers.count) layers, batch \(job.spec.batch), \(job.spec.totalSteps(samples: job.samples)) steps on \(job.samples) samples")
         training = ControllerTraining(job: job)
         send(id, .done(message: "job '\(job.spec.name)' accepted: \(job.spec.totalSteps(samples: job.samples)) steps"))
-        let members = membership.liveMembers.map(\.node)
-        trainingDirectives { $0.onMembership(members: members, generation: membership.generation) }
+        trainingDirectives { $0.start() }
     }
 
-    /// Runs one input through the coordinator and carries out what it returns.
+    /// Runs one input through the coordinator and carries out what it returns. A directive may
+    /// feed the coordinator again (a new generation re-plans), so state is re-read each time.
     private func trainingDirectives(_ input: (inout TrainingCoordinator) -> [TrainingCoordinator.Directive]) {
         guard var current = training else { return }
+        let before = current.coordinator.phase
         let directives = input(&current.coordinator)
         training = current
+        if current.coordinator.phase != before, case .waiting(let why) = current.coordinator.phase {
+            logger.warning("training waits: \(why)")
+        }
+        let job = current.job
         for directive in directives {
             switch directive {
-            case let .assign(plan, nextStep):
-                logger.info("plan for generation \(plan.generation): \(plan.summary)\(plan.spares.isEmpty ? "" : "; spares: " + plan.spares.map(\.value).joined(separator: " "))")
-                let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: current.job.json, nextStep: UInt64(nextStep))
-                for node in plan.workers { sendToMember(node, .assign(assignment), generation: plan.generation) }
+            case let .assign(plan, nextStep, transfers):
+                let copies = transfers.map { "stage \($0.stage) \($0.from)→\($0.to)" }.joined(separator: ", ")
+                logger.info("plan for generation \(plan.generation) from step \(nextStep): \(plan.summary)\(plan.spares.isEmpty ? "" : "; spares: " + plan.spares.map(\.value).joined(separator: " "))\(copies.isEmpty ? "" : "; state copies: " + copies)")
+                let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: job.json, nextStep: UInt64(nextStep), transfers: transfers)
+                for node in plan.workers + plan.spares { sendToMember(node, .assign(assignment), generation: plan.generation) }
             case let .startStep(step, generation):
-                for node in current.coordinator.plan?.workers ?? [] { sendToMember(node, .startStep(step: UInt64(step)), generation: generation) }
+                for node in training?.coordinator.plan?.workers ?? [] { sendToMember(node, .startStep(step: UInt64(step)), generation: generation) }
             case let .commit(step, generation):
-                for node in current.coordinator.plan?.workers ?? [] { sendToMember(node, .commit(step: UInt64(step)), generation: generation) }
+                for node in training?.coordinator.plan?.workers ?? [] { sendToMember(node, .commit(step: UInt64(step)), generation: generation) }
             case let .record(entry):
-                ledgerFile.append(entry, job: current.job.spec.name)
+                ledgerFile.append(entry, job: job.spec.name)
                 if !entry.replicasAgree {
                     logger.error("step \(entry.step): replicas of a stage reported different weights (invariant 3 broken)")
                 }
                 let now = MonotonicClock.now()
-                if entry.step == 0 || now.since(current.lastLog) >= .seconds(2) || entry.step + 1 == current.coordinator.totalSteps {
-                    current.lastLog = now
-                    training = current
-                    logger.info("step \(entry.step + 1)/\(current.coordinator.totalSteps) loss \(String(format: "%.6f", entry.loss)) · \(String(format: "%.0f", current.samplesPerSecond())) samples/s")
+                guard let state = training else { continue }
+                if entry.step == 0 || now.since(state.lastLog) >= .seconds(2) || entry.step + 1 == state.coordinator.totalSteps {
+                    training?.lastLog = now
+                    logger.info("step \(entry.step + 1)/\(state.coordinator.totalSteps) loss \(String(format: "%.6f", entry.loss)) · \(String(format: "%.0f", state.samplesPerSecond())) samples/s")
                 }
             case let .finished(steps):
-                let ledger = current.coordinator.ledger
+                let ledger = training?.coordinator.ledger ?? []
                 let marks = Set((0...8).map { $0 * (steps - 1) / 8 } + [0, steps - 1])
                 let curve = ledger.filter { marks.contains($0.step) }.map { "\($0.step): \(String(format: "%.4f", $0.loss))" }.joined(separator: " · ")
-                logger.info("job '\(current.job.spec.name)' finished: \(steps) steps, final loss \(String(format: "%.6f", ledger.last?.loss ?? .nan)); loss curve \(curve)")
+                logger.info("job '\(job.spec.name)' finished: \(steps) steps, final loss \(String(format: "%.6f", ledger.last?.loss ?? .nan)); loss curve \(curve)")
             case let .stopped(reason):
                 logger.error("training stopped: \(reason)")
+            case let .openGeneration(reason):
+                apply(membership.onNewGeneration(reason: reason), requester: nil)
             }
         }
     }

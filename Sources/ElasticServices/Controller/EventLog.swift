@@ -55,6 +55,10 @@ final class EventLog: @unchecked Sendable {
             fields = ["event": "left", "node": node.value, "incarnation": incarnation.value, "generation": generation.value]
             level = .info
             text = "\(node) left; generation \(generation)"
+        case let .opened(reason, generation):
+            fields = ["event": "generation", "reason": reason, "generation": generation.value]
+            level = .info
+            text = "generation \(generation): \(reason)"
         case let .refused(node, refusal, generation):
             fields = ["event": "refused", "node": node.value, "reason": refusal.explanation, "generation": generation.value]
             if case let .fenced(_, incarnation, _) = refusal { fields["incarnation"] = incarnation.value }

@@ -37,7 +37,10 @@ actor DataPlane {
     private(set) var address: Endpoint?
 
     private var generation: Generation = .zero
-    private var links: [NodeID: AsyncStream<Outbound>.Continuation] = [:]
+    private var links: [NodeID: (state: LinkState, outbox: AsyncStream<Outbound>.Continuation)] = [:]
+    /// Counts configurations, so that work for an earlier one (a dial loop, a closing link)
+    /// never touches a later one, even for the same generation number (a new job).
+    private var epoch = 0
     private var linkWaiters: [CheckedContinuation<Void, any Error>] = []
     private var needed: Set<NodeID> = []
     /// Links whose hello named a generation this node has not reached yet; adopted when it does.
@@ -46,6 +49,14 @@ actor DataPlane {
     let activations = Mailbox<TensorKey, DataMessage.Tensor>()
     let gradients = Mailbox<TensorKey, DataMessage.Tensor>()
     let ring = Mailbox<RingKey, [Float]>()
+    /// State copies received, by stage.
+    let states = Mailbox<UInt32, [[UInt8]]>()
+    /// Answers a peer's request for a stage's state at a step (set by the trainer).
+    private var stateProvider: (@Sendable (UInt32, UInt64) async -> Result<[[UInt8]], DataPlaneError>)?
+
+    func setStateProvider(_ provider: @escaping @Sendable (UInt32, UInt64) async -> Result<[[UInt8]], DataPlaneError>) {
+        stateProvider = provider
+    }
 
     init(identity: Identity, ca: Certificate, node: NodeID, logger: Logger) {
         self.identity = identity
@@ -80,8 +91,9 @@ actor DataPlane {
     func stop() async {
         server?.channel.close(promise: nil)
         acceptTask?.cancel()
-        for link in links.values { link.yield(.close(grace: .zero)) }
+        for link in links.values { link.outbox.yield(.close(grace: .zero)) }
         links = [:]
+        epoch += 1
         let error = DataPlaneError("the data plane stopped")
         await fail(error)
     }
@@ -89,21 +101,25 @@ actor DataPlane {
     /// Switches to `generation`: drops every link and value of the previous one, then connects
     /// to the peers the plan gives this node and waits until all are linked.
     func configure(generation: Generation, peers: Set<NodeID>, addresses: [NodeID: String], timeout: Duration = .seconds(30)) async throws {
-        for link in links.values { link.yield(.close(grace: .zero)) }
+        for link in links.values { link.outbox.yield(.close(grace: .zero)) }
         links = [:]
+        epoch += 1
+        let configuration = epoch
         let stale = DataPlaneError("generation \(self.generation) ended")
         await activations.fail(stale)
         await gradients.fail(stale)
         await ring.fail(stale)
+        await states.fail(stale)
         await activations.reset()
         await gradients.reset()
         await ring.reset()
+        await states.reset()
         self.generation = generation
         needed = peers
         let waiting = parked
         parked = []
         for link in waiting {
-            if link.generation == generation, register(link.peer, generation: generation, outbox: link.outbox) {
+            if link.generation == generation, register(link.peer, generation: generation, state: link.state, outbox: link.outbox) {
                 link.state.generation = generation
             } else if link.generation > generation {
                 parked.append(link)
@@ -115,13 +131,13 @@ actor DataPlane {
             guard let text = addresses[peer], let endpoint = Endpoint(parsing: text) else {
                 throw DataPlaneError("the plan has no data-plane address for \(peer)")
             }
-            Task { await self.dial(peer, at: endpoint, generation: generation) }
+            Task { await self.dial(peer, at: endpoint, generation: generation, configuration: configuration) }
         }
         try await waitForLinks(timeout: timeout)
     }
 
     func send(_ message: DataMessage, to peer: NodeID) throws {
-        guard let link = links[peer] else { throw DataPlaneError("no link to \(peer) in generation \(generation)") }
+        guard let link = links[peer]?.outbox else { throw DataPlaneError("no link to \(peer) in generation \(generation)") }
         link.yield(.frame(message.frame(generation: generation)))
     }
 
@@ -130,6 +146,7 @@ actor DataPlane {
         await activations.fail(error)
         await gradients.fail(error)
         await ring.fail(error)
+        await states.fail(error)
     }
 
     // MARK: - Links
@@ -153,10 +170,10 @@ actor DataPlane {
         for waiter in waiters { waiter.resume(throwing: DataPlaneError("no data-plane link to \(missing) within \(timeout.shortDescription)")) }
     }
 
-    private func register(_ peer: NodeID, generation: Generation, outbox: AsyncStream<Outbound>.Continuation) -> Bool {
+    private func register(_ peer: NodeID, generation: Generation, state: LinkState, outbox: AsyncStream<Outbound>.Continuation) -> Bool {
         guard generation == self.generation, needed.contains(peer) else { return false }
-        links[peer]?.yield(.close(grace: .zero))
-        links[peer] = outbox
+        links[peer]?.outbox.yield(.close(grace: .zero))
+        links[peer] = (state, outbox)
         if needed.isSubset(of: Set(links.keys)) {
             let waiters = linkWaiters
             linkWaiters = []
@@ -165,18 +182,20 @@ actor DataPlane {
         return true
     }
 
-    private func unregister(_ peer: NodeID, generation: Generation) async {
-        guard generation == self.generation, links[peer] != nil else { return }
+    /// A link ended: if it is still the current one for `peer`, everyone waiting on this
+    /// generation's values learns that the peer is gone.
+    private func unregister(_ peer: NodeID, state: LinkState) async {
+        guard let current = links[peer], current.state === state else { return }
         links[peer] = nil
         await fail(DataPlaneError("lost the data-plane link to \(peer)"))
     }
 
-    private func dial(_ peer: NodeID, at endpoint: Endpoint, generation: Generation) async {
+    private func dial(_ peer: NodeID, at endpoint: Endpoint, generation: Generation, configuration: Int) async {
         var settings = ChannelSettings()
         settings.maximumFrameSize = DataMessage.maximumFrameSize
         settings.readTimeout = nil
         var delay = Duration.milliseconds(50)
-        while generation == self.generation {
+        while configuration == epoch {
             do {
                 let connection = try await FrameChannels.connect(host: endpoint.host, port: endpoint.port, tls: try TLSContexts.mutualClient(identity: identity, ca: ca), settings: settings)
                 let identity = try await connection.peer.get()
@@ -186,8 +205,8 @@ actor DataPlane {
                     return
                 }
                 await run(connection, peer: peer, generation: generation, hello: true)
-                // The link ended; dial again while this generation still needs it.
-                guard generation == self.generation, needed.contains(peer) else { return }
+                // The link ended; dial again while this configuration still needs it.
+                guard configuration == epoch, needed.contains(peer) else { return }
                 try? await Task.sleep(for: delay)
             } catch {
                 logger.debug("dialing \(peer) at \(endpoint) failed: \(error); retrying")
@@ -210,15 +229,13 @@ actor DataPlane {
         let (outbox, continuation) = AsyncStream<Outbound>.makeStream()
         let state = LinkState(generation: knownGeneration)
         if let knownGeneration {
-            guard register(peer, generation: knownGeneration, outbox: continuation) else { return }
+            guard register(peer, generation: knownGeneration, state: state, outbox: continuation) else { return }
             if hello { continuation.yield(.frame(DataMessage.hello.frame(generation: knownGeneration))) }
         }
         _ = await ConnectionPump.run(connection, outbox: outbox) { frame in
             await self.receive(frame, from: peer, state: state, outbox: continuation)
         }
-        if let generation = state.generation {
-            await unregister(peer, generation: generation)
-        }
+        await unregister(peer, state: state)
     }
 
     /// One frame from `peer`; false ends the link.
@@ -237,7 +254,7 @@ actor DataPlane {
                 parked.append((peer, frame.generation, outbox, state))
                 return true
             }
-            guard register(peer, generation: frame.generation, outbox: outbox) else {
+            guard register(peer, generation: frame.generation, state: state, outbox: outbox) else {
                 logger.info("refused a data-plane link from \(peer) for generation \(frame.generation) (this node is at \(generation))")
                 return false
             }
@@ -257,6 +274,21 @@ actor DataPlane {
             await gradients.deliver(tensor, for: TensorKey(step: tensor.step, microBatch: tensor.microBatch))
         case .ring(let step, let chunk):
             await ring.deliver(chunk.values, for: RingKey(step: step, chunk: chunk.key))
+        case .stateRequest(let stage, let step):
+            guard let provider = stateProvider else { return false }
+            let generation = linkGeneration
+            Task {
+                switch await provider(stage, step) {
+                case .success(let layers):
+                    logger.info("sending the state of stage \(stage) at step \(step) to \(peer)")
+                    outbox.yield(.frame(DataMessage.stateReply(stage: stage, step: step, layers: layers).frame(generation: generation)))
+                case .failure(let error):
+                    logger.error("cannot send the state of stage \(stage) to \(peer): \(error)")
+                    outbox.yield(.close(grace: .zero))
+                }
+            }
+        case .stateReply(let stage, _, let layers):
+            await states.deliver(layers, for: stage)
         }
         return true
     }

@@ -28,6 +28,9 @@ actor Trainer {
     /// The step whose gradients wait for the controller's commit.
     private var pendingStep: UInt64?
     private var appliedSteps: UInt64 = 0
+    /// The layers `stage` holds, and the step the current plan resumes from.
+    private var heldLayers: Range<Int>?
+    private var resumeStep: UInt64 = 0
     private var order: (epoch: Int, permutation: [Int32])?
     private var stepTask: Task<Void, Never>?
 
@@ -36,6 +39,14 @@ actor Trainer {
         self.node = node
         self.logger = logger
         self.report = report
+    }
+
+    /// Lets peers copy this worker's state.
+    func serveState() async {
+        await dataPlane.setStateProvider { [weak self] stage, step in
+            guard let self else { return .failure(DataPlaneError("the worker is stopping")) }
+            return await self.state(of: stage, at: step)
+        }
     }
 
     /// Routes one control message; returns false for messages that are not about training.
@@ -62,34 +73,69 @@ actor Trainer {
     private func assign(_ assignment: Assignment) async {
         let plan = assignment.plan
         stepTask?.cancel()
+        // A step that did not commit is abandoned: its gradients were never applied.
         pendingStep = nil
         do {
-            guard let slot = plan.slot(of: node) else {
-                logger.info("generation \(plan.generation): spare (plan \(plan.summary))")
-                self.plan = plan
-                self.slot = nil
-                try await dataPlane.configure(generation: plan.generation, peers: [], addresses: [:])
-                return
-            }
             try prepareJob(assignment.jobJSON)
             guard let job else { return }
-            let layers = plan.stages[slot.stage]
-            if stage == nil || self.slot?.stage != slot.stage || self.plan?.stages[slot.stage] != layers {
-                guard assignment.nextStep == 0 else {
-                    throw DataPlaneError("this worker would need layers \(layers) at step \(assignment.nextStep), and moving layer state between workers is not implemented yet")
-                }
-                stage = job.initialStage(layers)
-                appliedSteps = 0
+            // Held state is good only at exactly the step the plan resumes from.
+            if stage != nil, appliedSteps != assignment.nextStep {
+                logger.warning("dropping the state of layers \(heldLayers.map { "\($0)" } ?? "?"): it is at step \(appliedSteps), the plan resumes at step \(assignment.nextStep)")
+                stage = nil
+                heldLayers = nil
             }
+            let slot = plan.slot(of: node)
+            let incoming = assignment.transfers.first { $0.to == node }
+            var peers = slot.map { self.peers(of: $0, in: plan) } ?? []
+            if let incoming { peers.insert(incoming.from) }
+            for transfer in assignment.transfers where transfer.from == node { peers.insert(transfer.to) }
             self.plan = plan
             self.slot = slot
-            logger.info("generation \(plan.generation): stage \(slot.stage) (layers \(layers.lowerBound)-\(layers.upperBound - 1)) replica \(slot.replica) of \(plan.summary)")
-            try await dataPlane.configure(generation: plan.generation, peers: peers(of: slot, in: plan), addresses: assignment.dataAddresses)
+            resumeStep = assignment.nextStep
+            guard let slot else {
+                logger.info("generation \(plan.generation): spare (plan \(plan.summary))")
+                try await dataPlane.configure(generation: plan.generation, peers: peers, addresses: assignment.dataAddresses)
+                return
+            }
+            let layers = plan.stages[slot.stage]
+            logger.info("generation \(plan.generation): stage \(slot.stage) (layers \(layers.lowerBound)-\(layers.upperBound - 1)) replica \(slot.replica) of \(plan.summary), from step \(assignment.nextStep)")
+            try await dataPlane.configure(generation: plan.generation, peers: peers, addresses: assignment.dataAddresses)
+            if let incoming {
+                let started = ContinuousClock.now
+                try await dataPlane.send(.stateRequest(stage: UInt32(incoming.stage), step: assignment.nextStep), to: incoming.from)
+                let blobs = try await dataPlane.states.take(UInt32(incoming.stage))
+                let received = try blobs.map(LayerStateCodec.decode)
+                guard received.map(\.spec) == Array(job.modelSpec.layers[layers]) else {
+                    throw ElasticError("the state \(incoming.from) sent does not have the layers \(layers) of this job")
+                }
+                stage = Stage(layers: received)
+                heldLayers = layers
+                appliedSteps = assignment.nextStep
+                let bytes = blobs.reduce(0) { $0 + $1.count }
+                logger.info("copied layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from \(incoming.from) in \((ContinuousClock.now - started).shortDescription)")
+            } else if stage == nil || heldLayers != layers {
+                guard assignment.nextStep == 0 else {
+                    throw ElasticError("this worker holds no state of layers \(layers) at step \(assignment.nextStep) and the plan names no source")
+                }
+                stage = job.initialStage(layers)
+                heldLayers = layers
+                appliedSteps = 0
+            }
             report(.ready, plan.generation)
         } catch {
+            guard self.plan?.generation == plan.generation else { return }
             logger.error("cannot take part in generation \(plan.generation): \(error)")
             report(.trainingFailed(reason: "\(error)"), plan.generation)
         }
+    }
+
+    /// A peer's request for the state of `stage` at `step`: only a holder whose state is at
+    /// exactly that step answers.
+    func state(of stageIndex: UInt32, at step: UInt64) -> Result<[[UInt8]], DataPlaneError> {
+        guard let stage, let slot, slot.stage == Int(stageIndex), appliedSteps == step else {
+            return .failure(DataPlaneError("this worker does not hold stage \(stageIndex) at step \(step) (it holds \(slot.map { "stage \($0.stage)" } ?? "nothing") at step \(appliedSteps))"))
+        }
+        return .success(stage.layers.map { LayerStateCodec.encode($0.state) })
     }
 
     private func prepareJob(_ json: [UInt8]) throws {
@@ -112,6 +158,7 @@ actor Trainer {
         schedule = spec.learningRateSchedule(totalSteps: totalSteps)
         optimizer = spec.numericOptimizer
         stage = nil
+        heldLayers = nil
         order = nil
     }
 
@@ -140,6 +187,13 @@ actor Trainer {
             report(.stepDone(StepReport(
                 step: step, lossSum: lossSum, samples: UInt32(samples), stateChecksum: checksum,
                 computeTime: ContinuousClock.now - started)), plan.generation)
+        } catch let error as DataPlaneError {
+            // A peer is gone or the generation ended: the controller re-plans and this step is
+            // redone; nothing was applied. Tell it, in case the peer is still a member.
+            logger.warning("step \(step) abandoned: \(error)")
+            if self.plan?.generation == plan.generation {
+                report(.stepAbandoned(step: step, reason: "\(error)"), plan.generation)
+            }
         } catch {
             guard self.plan?.generation == plan.generation, !Task.isCancelled else { return }
             logger.error("step \(step) failed: \(error)")
@@ -151,6 +205,9 @@ actor Trainer {
     /// the all-reduce. Returns the summed loss (last stage) and the samples computed.
     private func compute(step: UInt64, plan: Plan) async throws -> (Double, Int) {
         guard let job, let dataset, let slot, var stage else { throw ElasticError("no job assigned") }
+        guard step == appliedSteps else {
+            throw ElasticError("asked to run step \(step), but this worker's state is after step \(Int(appliedSteps) - 1)")
+        }
         let perEpoch = job.stepsPerEpoch(samples: dataset.sampleCount)
         let epoch = Int(step) / perEpoch
         if order?.epoch != epoch {
@@ -218,6 +275,8 @@ actor Trainer {
             try await RingAllReduce.run(&gradients, rank: slot.replica, size: plan.replicas, link: ring)
             stage.loadFlatGradients(gradients)
         }
+        // A new plan may have arrived meanwhile: its state wins.
+        guard self.plan?.generation == plan.generation else { throw DataPlaneError("generation \(plan.generation) ended during step \(step)") }
         self.stage = stage
         return (lossSum, share.count)
     }

@@ -63,6 +63,7 @@ public final class WorkerService: Service, Sendable {
         let trainer = Trainer(dataPlane: dataPlane, node: node, logger: logger) { [session] message, generation in
             session.send(message, generation: generation)
         }
+        await trainer.serveState()
         defer { Task { await trainer.stop(); await dataPlane.stop() } }
         var backoff = configuration.initialBackoff
         await withGracefulShutdownHandler {
