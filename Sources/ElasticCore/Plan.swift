@@ -65,6 +65,28 @@ public enum EvenSplit {
     }
 }
 
+/// Who holds which stage's state at the last committed step: the slots of the last plan that
+/// got ready, less every node that died since (a node that comes back is a newcomer: its
+/// state may be stale).
+public struct Holders: Sendable, Equatable {
+    public var stages: [Range<Int>]
+    /// `nodes[stage]`: the holders of that stage, in their replica order.
+    public var nodes: [[NodeID]]
+
+    public init(stages: [Range<Int>], nodes: [[NodeID]]) {
+        self.stages = stages
+        self.nodes = nodes
+    }
+
+    public init(_ plan: Plan) {
+        self.init(stages: plan.stages, nodes: plan.nodes)
+    }
+
+    public mutating func keep(only members: Set<NodeID>) {
+        nodes = nodes.map { $0.filter(members.contains) }
+    }
+}
+
 /// A copy of one stage's layer state (weights and optimizer state at the last committed step)
 /// from a node that holds it to a node that needs it.
 public struct StateTransfer: Hashable, Sendable {
@@ -84,9 +106,9 @@ public struct StateTransfer: Hashable, Sendable {
 /// (or the batch). Re-planning keeps the stage ranges and every surviving worker on the stage
 /// it holds, so the only state that moves is what new slots need.
 public enum Planner {
-    public static func plan(job: JobSpec, members: [NodeID], generation: Generation, previous: Plan? = nil) -> Result<Plan, PlanShortage> {
+    public static func plan(job: JobSpec, members: [NodeID], generation: Generation, previous: Holders? = nil) -> Result<Plan, PlanShortage> {
         let sorted = members.sorted()
-        let stages = previous?.stageCount ?? job.plan?.stages ?? 1
+        let stages = previous?.stages.count ?? job.plan?.stages ?? 1
         let wanted = job.plan?.replicas ?? job.batch
         let replicas = min(wanted, sorted.count / stages)
         guard replicas >= 1 else {
@@ -125,7 +147,7 @@ public enum Planner {
     /// The copies `next` needs from the holders in `previous` (same stage ranges): every node in
     /// a stage it did not hold gets the stage's state from a surviving holder, sources taken in
     /// turn. Nil when some stage that needs a copy has no surviving holder: that state is lost.
-    public static func transfers(from previous: Plan?, to next: Plan) -> [StateTransfer]? {
+    public static func transfers(from previous: Holders?, to next: Plan) -> [StateTransfer]? {
         guard let previous else { return [] }
         guard previous.stages == next.stages else { return nil }
         var transfers: [StateTransfer] = []

@@ -93,12 +93,18 @@ public struct TrainingCoordinator: Sendable {
     public let totalSteps: Int
     public private(set) var phase: Phase = .idle
     public private(set) var plan: Plan?
+    /// Who holds valid state; nil until a plan got ready.
+    public private(set) var holders: Holders?
     /// Re-plans so far (each abandons at most the step in flight).
     public private(set) var replans = 0
     public private(set) var ledger: [LedgerEntry] = []
     /// The step being computed (not yet committed).
     public private(set) var currentStep: Int?
     private var ready: Set<NodeID> = []
+    /// When the current assignment or step began; a run that makes no progress for
+    /// `stallTimeout` is rebuilt under a new generation.
+    private var progressAt: Timestamp?
+    public var stallTimeout: Duration = .seconds(20)
     /// Set when the current plan must be sent again under the next generation.
     private var rebuild = false
     private var reports: [NodeID: Report] = [:]
@@ -116,9 +122,10 @@ public struct TrainingCoordinator: Sendable {
     public mutating func onMembership(members: [NodeID], generation: Generation) -> [Directive] {
         var directives: [Directive] = []
         if phase == .finished || phase.name == "stopped" { return directives }
-        // Nothing has been computed yet: plan from scratch. Afterwards the previous plan says who
-        // holds which layers.
-        let previous = (ledger.isEmpty && phase != .running) ? nil : plan
+        // Nothing has been computed yet: plan from scratch. Afterwards the holders say who has
+        // which layers; a holder that died is forgotten for good.
+        holders?.keep(only: Set(members))
+        let previous = ledger.isEmpty ? nil : holders
         guard case .success(let next) = Planner.plan(job: job, members: members, generation: generation, previous: previous) else {
             let shortage = Planner.plan(job: job, members: members, generation: generation, previous: previous)
             if case .failure(let reason) = shortage {
@@ -132,7 +139,7 @@ public struct TrainingCoordinator: Sendable {
         }
         rebuild = false
         guard let transfers = Planner.transfers(from: previous, to: next) else {
-            let lost = (0..<next.stageCount).filter { stage in !previous!.nodes[stage].contains { members.contains($0) } }
+            let lost = (0..<next.stageCount).filter { stage in previous!.nodes[stage].isEmpty }
             let layers = lost.map { "\(next.stages[$0].lowerBound)-\(next.stages[$0].upperBound - 1)" }.joined(separator: ", ")
             currentStep = nil
             phase = .waiting("every holder of layers \(layers) is gone; resuming needs a checkpoint (not available yet) — training waits after step \(nextStep - 1)")
@@ -144,6 +151,7 @@ public struct TrainingCoordinator: Sendable {
         ready = []
         reports = [:]
         currentStep = nil
+        progressAt = nil
         directives.append(.assign(next, nextStep: nextStep, transfers: transfers))
         return directives
     }
@@ -153,8 +161,11 @@ public struct TrainingCoordinator: Sendable {
         var directives: [Directive] = []
         guard phase == .assigning, let plan, plan.generation == generation, plan.slot(of: node) != nil else { return directives }
         ready.insert(node)
+        progressAt = nil
         if ready.count == plan.workers.count {
             phase = .running
+            // Every slot now holds its stage at the next step.
+            holders = Holders(plan)
             directives.append(contentsOf: start(nextStep, plan: plan))
         }
         return directives
@@ -167,6 +178,7 @@ public struct TrainingCoordinator: Sendable {
             return directives
         }
         reports[node] = report
+        progressAt = nil
         guard reports.count == plan.workers.count else { return directives }
         let lossSum = plan.nodes.last!.reduce(0.0) { $0 + (reports[$1]?.lossSum ?? 0) }
         let agree = plan.nodes.allSatisfy { row in Set(row.map { reports[$0]!.stateChecksum }).count == 1 }
@@ -195,6 +207,26 @@ public struct TrainingCoordinator: Sendable {
         rebuild = true
         currentStep = nil
         return [.openGeneration(reason: "\(node) abandoned a step: \(reason)")]
+    }
+
+    /// Watches for a plan that stopped making progress (a lost message, a peer that neither
+    /// answers nor dies): after `stallTimeout` without a ready or a report, the plan is rebuilt
+    /// under a new generation and the step in flight redone.
+    public mutating func onTick(now: Timestamp) -> [Directive] {
+        guard phase == .running || phase == .assigning, plan != nil, !rebuild else {
+            progressAt = nil
+            return []
+        }
+        guard let since = progressAt else {
+            progressAt = now
+            return []
+        }
+        guard now.since(since) > stallTimeout else { return [] }
+        rebuild = true
+        currentStep = nil
+        progressAt = nil
+        let what = phase == .assigning ? "setting up the plan" : "step \(nextStep)"
+        return [.openGeneration(reason: "no progress on \(what) for \(stallTimeout.shortDescription)")]
     }
 
     /// Starts this job on the next generation (it was submitted while the members stand still).

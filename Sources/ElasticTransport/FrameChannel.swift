@@ -38,6 +38,12 @@ public struct FrameConnection: Sendable {
     public let remoteAddress: String
     /// This side's IP address on the connection (the route to the peer), when known.
     public let localIP: String?
+
+    /// Closes a connection that will not be used. Every `FrameConnection` must end here or in
+    /// `channel.executeThenClose`: its writer must be finished before it is released.
+    public func close() async {
+        try? await channel.executeThenClose { _, outbound in outbound.finish() }
+    }
 }
 
 /// Encodes outgoing frames and decodes incoming bytes with `FrameDecoder`. Bad input is answered
@@ -207,7 +213,7 @@ public enum FrameChannels {
         do {
             _ = try await connection.peer.get()
         } catch {
-            try? await connection.channel.channel.close()
+            await connection.close()
             throw error
         }
         return connection

@@ -66,7 +66,9 @@ struct ElasticityProcessTests {
         #expect(generations.count >= 3, "training went through the kill and the join: generations \(generations.sorted())")
         // Nobody was restarted: the survivors are the processes started at the beginning.
         for name in ["w1", "w2", "w3"] {
-            #expect(workers[name]!.process.isRunning, "\(name) is still the same process")
+            guard workers[name]!.process.isRunning else {
+                throw HarnessError("\(name) exited (status \(workers[name]!.process.terminationStatus)); it should have lived through every re-plan")
+            }
             #expect(workers[name]!.stderr.components(separatedBy: "data plane listening").count == 2, "\(name) started once")
         }
         let status = try await cluster.status()

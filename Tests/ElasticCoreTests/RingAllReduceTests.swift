@@ -178,7 +178,11 @@ private func allReduce(_ buffers: [[Float]], chunkElements: Int) async throws ->
         }
         #expect(smaller.nodes == [["a"], ["b"]] && smaller.spares == ["c"] && copies.isEmpty)
         #expect(coordinator.currentStep == nil && coordinator.replans == 1)
-        // A new member fills the open slot with a copy of stage 1 from its holder.
+        // The smaller plan runs: from now on only a and b hold state (c, a spare, is behind).
+        #expect(coordinator.onReady(node: "a", generation: 5).isEmpty)
+        #expect(coordinator.onReady(node: "b", generation: 5) == [.startStep(1, generation: 5)])
+        #expect(coordinator.holders == Holders(stages: smaller.stages, nodes: [["a"], ["b"]]))
+        // New slots copy their stage's state from its holder: c (no longer current) and e.
         let grow = coordinator.onMembership(members: ["a", "b", "c", "e"], generation: 6)
         guard case .assign(let bigger, 1, let growCopies)? = grow.first else {
             Issue.record("expected a re-plan, got \(grow)")
@@ -206,7 +210,7 @@ private func allReduce(_ buffers: [[Float]], chunkElements: Int) async throws ->
         print("seed: 11")
         for _ in 0..<500 {
             let survivors = first.workers.filter { _ in rng.next() % 3 != 0 } + (rng.next() % 2 == 0 ? ["g"] : [])
-            guard case .success(let next) = Planner.plan(job: job, members: survivors, generation: 2, previous: first) else {
+            guard case .success(let next) = Planner.plan(job: job, members: survivors, generation: 2, previous: Holders(first)) else {
                 #expect(survivors.count < 2)
                 continue
             }
@@ -219,7 +223,7 @@ private func allReduce(_ buffers: [[Float]], chunkElements: Int) async throws ->
                 }
             }
             #expect(Set(next.workers + next.spares) == Set(survivors))
-            if let copies = Planner.transfers(from: first, to: next) {
+            if let copies = Planner.transfers(from: Holders(first), to: next) {
                 for copy in copies {
                     #expect(first.nodes[copy.stage].contains(copy.from) && next.nodes[copy.stage].contains(copy.to))
                 }

@@ -198,7 +198,7 @@ struct ControlMessageRoundTripTests {
                 nextNodes.append(row.shuffled(using: &rng))
             }
             let next = Plan(generation: 2, stages: ranges, replicas: nextReplicas, nodes: nextNodes, spares: (0..<rng.below(3)).map { _ in newNode() })
-            let transfers = try #require(Planner.transfers(from: previous, to: next), "seed \(seed), round \(round)")
+            let transfers = try #require(Planner.transfers(from: Holders(previous), to: next), "seed \(seed), round \(round)")
             if !transfers.isEmpty { withTransfers += 1 }
             let addresses = Dictionary(uniqueKeysWithValues: next.workers.map { ($0, "\($0.value):1") })
             let sent = Assignment(plan: next, dataAddresses: addresses, jobJSON: [], nextStep: UInt64(round), transfers: transfers)

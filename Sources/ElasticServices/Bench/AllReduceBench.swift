@@ -72,7 +72,7 @@ public enum AllReduceBench {
             for rank in 0..<ranks {
                 group.addTask {
                     var buffer = [Float](repeating: Float(rank), count: elements)
-                    let link = DataPlaneRingLink(plane: planes[rank], next: NodeID("rank-\((rank + 1) % ranks)"), step: 0)
+                    let link = DataPlaneRingLink(plane: planes[rank], next: NodeID("rank-\((rank + 1) % ranks)"), step: 0, generation: generation)
                     try await RingAllReduce.run(&buffer, rank: rank, size: ranks, link: link, chunkElements: 1 << 20)
                     let expected = Float(ranks * (ranks - 1) / 2)
                     guard buffer.first == expected, buffer.last == expected else {

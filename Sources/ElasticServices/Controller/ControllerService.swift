@@ -111,7 +111,7 @@ public struct ControllerService: Service {
             peer = try await connection.peer.get()
         } catch {
             logger.notice("TLS handshake with \(connection.remoteAddress) failed: \(error)")
-            try? await connection.channel.channel.close()
+            await connection.close()
             return
         }
         let (outbox, continuation) = AsyncStream<Outbound>.makeStream()

@@ -97,6 +97,7 @@ actor ControllerState {
         case (.node?, .leave(let incarnation)):
             apply(membership.onLeave(node: NodeID(connection.peer.name ?? ""), incarnation: incarnation, generation: frame.generation, now: now), requester: id)
         case (.node?, .ready):
+            logger.debug("\(connection.peer.name ?? "?") is ready for generation \(frame.generation)")
             trainingDirectives { $0.onReady(node: NodeID(connection.peer.name ?? ""), generation: frame.generation) }
         case (.node?, .stepDone(let report)):
             let node = NodeID(connection.peer.name ?? "")
@@ -137,8 +138,10 @@ actor ControllerState {
 
     /// Advances the failure detector; returns how long to wait before the next tick.
     func tick() -> Duration {
-        let directives = membership.onTick(now: MonotonicClock.now())
+        let now = MonotonicClock.now()
+        let directives = membership.onTick(now: now)
         apply(directives, requester: nil)
+        trainingDirectives { $0.onTick(now: now) }
         var wait = membership.settings.maxTickInterval
         for case .scheduleTick(let after) in directives { wait = after }
         return wait

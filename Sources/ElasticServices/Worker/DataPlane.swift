@@ -100,7 +100,11 @@ actor DataPlane {
 
     /// Switches to `generation`: drops every link and value of the previous one, then connects
     /// to the peers the plan gives this node and waits until all are linked.
-    func configure(generation: Generation, peers: Set<NodeID>, addresses: [NodeID: String], timeout: Duration = .seconds(30)) async throws {
+    func configure(generation: Generation, peers: Set<NodeID>, addresses: [NodeID: String], timeout: Duration = .seconds(10)) async throws {
+        // Whoever still waits for the previous configuration's links is superseded.
+        let superseded = linkWaiters
+        linkWaiters = []
+        for waiter in superseded { waiter.resume(throwing: DataPlaneError("generation \(self.generation) was superseded by \(generation)")) }
         for link in links.values { link.outbox.yield(.close(grace: .zero)) }
         links = [:]
         epoch += 1
@@ -136,7 +140,10 @@ actor DataPlane {
         try await waitForLinks(timeout: timeout)
     }
 
-    func send(_ message: DataMessage, to peer: NodeID) throws {
+    /// Sends for the computation of `generation`: refused once the data plane has moved on, so
+    /// work of an abandoned plan can never reach a newer one.
+    func send(_ message: DataMessage, to peer: NodeID, generation sender: Generation) throws {
+        guard sender == generation else { throw DataPlaneError("generation \(sender) ended") }
         guard let link = links[peer]?.outbox else { throw DataPlaneError("no link to \(peer) in generation \(generation)") }
         link.yield(.frame(message.frame(generation: generation)))
     }
@@ -153,17 +160,17 @@ actor DataPlane {
 
     private func waitForLinks(timeout: Duration) async throws {
         if needed.isSubset(of: Set(links.keys)) { return }
-        let generation = self.generation
+        let configuration = epoch
         let timer = Task {
             try await Task.sleep(for: timeout)
-            self.linkTimeout(generation: generation, after: timeout)
+            self.linkTimeout(configuration: configuration, after: timeout)
         }
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { linkWaiters.append($0) }
     }
 
-    private func linkTimeout(generation: Generation, after timeout: Duration) {
-        guard generation == self.generation, !linkWaiters.isEmpty else { return }
+    private func linkTimeout(configuration: Int, after timeout: Duration) {
+        guard configuration == epoch, !linkWaiters.isEmpty else { return }
         let missing = needed.subtracting(links.keys).map(\.value).sorted().joined(separator: ", ")
         let waiters = linkWaiters
         linkWaiters = []
@@ -201,7 +208,7 @@ actor DataPlane {
                 let identity = try await connection.peer.get()
                 guard identity.name == peer.value, identity.role == .node else {
                     logger.error("the data-plane address \(endpoint) of \(peer) is served by \(identity.name ?? "an unknown peer"); not linking")
-                    try? await connection.channel.channel.close()
+                    await connection.close()
                     return
                 }
                 await run(connection, peer: peer, generation: generation, hello: true)
@@ -218,7 +225,7 @@ actor DataPlane {
 
     private func serveIncoming(_ connection: FrameConnection) async {
         guard let identity = try? await connection.peer.get(), identity.role == .node, let name = identity.name else {
-            try? await connection.channel.channel.close()
+            await connection.close()
             return
         }
         // The dialer's first frame names its generation.
@@ -229,7 +236,10 @@ actor DataPlane {
         let (outbox, continuation) = AsyncStream<Outbound>.makeStream()
         let state = LinkState(generation: knownGeneration)
         if let knownGeneration {
-            guard register(peer, generation: knownGeneration, state: state, outbox: continuation) else { return }
+            guard register(peer, generation: knownGeneration, state: state, outbox: continuation) else {
+                await connection.close()
+                return
+            }
             if hello { continuation.yield(.frame(DataMessage.hello.frame(generation: knownGeneration))) }
         }
         _ = await ConnectionPump.run(connection, outbox: outbox) { frame in
@@ -310,9 +320,10 @@ struct DataPlaneRingLink: RingLink {
     let plane: DataPlane
     let next: NodeID
     let step: UInt64
+    let generation: Generation
 
     func send(_ chunk: RingChunk) async throws {
-        try await plane.send(.ring(step: step, chunk), to: next)
+        try await plane.send(.ring(step: step, chunk), to: next, generation: generation)
     }
 
     func receive(_ key: RingChunk.Key) async throws -> [Float] {

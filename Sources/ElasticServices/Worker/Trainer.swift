@@ -33,6 +33,7 @@ actor Trainer {
     private var resumeStep: UInt64 = 0
     private var order: (epoch: Int, permutation: [Int32])?
     private var stepTask: Task<Void, Never>?
+    private var assignTask: Task<Void, Never>?
 
     init(dataPlane: DataPlane, node: NodeID, logger: Logger, report: @escaping @Sendable (ControlMessage, Generation) -> Void) {
         self.dataPlane = dataPlane
@@ -53,7 +54,10 @@ actor Trainer {
     func handle(_ message: ControlMessage, generation: Generation) async -> Bool {
         switch message {
         case .assign(let assignment):
-            await assign(assignment)
+            // A newer plan supersedes one still being set up (waiting for a dead peer's link,
+            // say): the old one's waits fail as soon as the data plane is reconfigured.
+            assignTask?.cancel()
+            assignTask = Task { await self.assign(assignment) }
         case .startStep(let step):
             guard let plan, plan.generation == generation else {
                 logger.warning("step \(step) of generation \(generation) ignored: this worker follows generation \(plan?.generation.description ?? "none")")
@@ -102,7 +106,7 @@ actor Trainer {
             try await dataPlane.configure(generation: plan.generation, peers: peers, addresses: assignment.dataAddresses)
             if let incoming {
                 let started = ContinuousClock.now
-                try await dataPlane.send(.stateRequest(stage: UInt32(incoming.stage), step: assignment.nextStep), to: incoming.from)
+                try await dataPlane.send(.stateRequest(stage: UInt32(incoming.stage), step: assignment.nextStep), to: incoming.from, generation: plan.generation)
                 let blobs = try await dataPlane.states.take(UInt32(incoming.stage))
                 let received = try blobs.map(LayerStateCodec.decode)
                 guard received.map(\.spec) == Array(job.modelSpec.layers[layers]) else {
@@ -121,9 +125,16 @@ actor Trainer {
                 heldLayers = layers
                 appliedSteps = 0
             }
+            guard self.plan?.generation == plan.generation, !Task.isCancelled else { return }
             report(.ready, plan.generation)
+        } catch let error as DataPlaneError {
+            // A peer is unreachable or the plan was superseded: ask for the plan again under a
+            // new generation (the controller re-plans once the peer is declared dead).
+            guard self.plan?.generation == plan.generation, !Task.isCancelled else { return }
+            logger.warning("cannot set up generation \(plan.generation): \(error)")
+            report(.stepAbandoned(step: assignment.nextStep, reason: "\(error)"), plan.generation)
         } catch {
-            guard self.plan?.generation == plan.generation else { return }
+            guard self.plan?.generation == plan.generation, !Task.isCancelled else { return }
             logger.error("cannot take part in generation \(plan.generation): \(error)")
             report(.trainingFailed(reason: "\(error)"), plan.generation)
         }
@@ -243,7 +254,7 @@ actor Trainer {
             let (output, cache) = stage.forward(input)
             caches[index] = cache
             if let next {
-                try await dataPlane.send(.activation(.init(step: step, microBatch: UInt32(index), rows: UInt32(output.rows), columns: UInt32(output.cols), values: output.values)), to: next)
+                try await dataPlane.send(.activation(.init(step: step, microBatch: UInt32(index), rows: UInt32(output.rows), columns: UInt32(output.cols), values: output.values)), to: next, generation: plan.generation)
             } else {
                 let labels = try dataset.gather(order: permutation, positions: positions).labels
                 let result = try SoftmaxCrossEntropy.evaluate(logits: output, labels: labels, normalizer: job.batch)
@@ -262,7 +273,7 @@ actor Trainer {
             try stage.checkOutputGradient(gradient, cache: caches[index]!)
             if let previous {
                 let dInput = stage.backward(gradient, cache: caches[index]!)
-                try await dataPlane.send(.gradient(.init(step: step, microBatch: UInt32(index), rows: UInt32(dInput.rows), columns: UInt32(dInput.cols), values: dInput.values)), to: previous)
+                try await dataPlane.send(.gradient(.init(step: step, microBatch: UInt32(index), rows: UInt32(dInput.rows), columns: UInt32(dInput.cols), values: dInput.values)), to: previous, generation: plan.generation)
             } else {
                 stage.accumulateGradients(gradient, cache: caches[index]!)
             }
@@ -271,7 +282,7 @@ actor Trainer {
         if plan.replicas > 1 {
             var gradients = stage.flatGradients()
             // The ring checks every chunk's size, so peers with another model cannot corrupt this buffer.
-            let ring = DataPlaneRingLink(plane: dataPlane, next: plan.node(at: .init(stage: slot.stage, replica: (slot.replica + 1) % plan.replicas)), step: step)
+            let ring = DataPlaneRingLink(plane: dataPlane, next: plan.node(at: .init(stage: slot.stage, replica: (slot.replica + 1) % plan.replicas)), step: step, generation: plan.generation)
             try await RingAllReduce.run(&gradients, rank: slot.replica, size: plan.replicas, link: ring)
             stage.loadFlatGradients(gradients)
         }
@@ -295,5 +306,6 @@ actor Trainer {
 
     func stop() {
         stepTask?.cancel()
+        assignTask?.cancel()
     }
 }
