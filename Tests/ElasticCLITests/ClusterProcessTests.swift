@@ -7,17 +7,7 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct ClusterProcessTests {
     @Test func killStopAndContinueWorkers() async throws {
-        let directory = try makeTemporaryDirectory("cluster")
-        let processes = ProcessGroup(directory: directory)
-        defer {
-            processes.killAll()
-            try? FileManager.default.removeItem(at: directory)
-        }
-        do {
-            try await scenario(directory, processes)
-        } catch {
-            Issue.record("\(error)\n\(processes.logs)")
-        }
+        try await withProcesses("cluster", scenario)
     }
 
     private func scenario(_ directory: URL, _ processes: ProcessGroup) async throws {

@@ -12,17 +12,7 @@ struct ElasticityProcessTests {
     static let steps = 160
 
     @Test func killJoinAndLoseAStage() async throws {
-        let directory = try makeTemporaryDirectory("elastic")
-        let processes = ProcessGroup(directory: directory)
-        defer {
-            processes.killAll()
-            try? FileManager.default.removeItem(at: directory)
-        }
-        do {
-            try await scenario(directory, processes)
-        } catch {
-            Issue.record("\(error)\n\(processes.logs)")
-        }
+        try await withProcesses("elastic", scenario)
     }
 
     private func scenario(_ directory: URL, _ processes: ProcessGroup) async throws {

@@ -131,3 +131,19 @@ func waitUntil(_ what: String, deadline: Duration = .seconds(20), _ condition: (
     }
     throw HarnessError("timed out after \(deadline) waiting for \(what)")
 }
+
+/// Runs `body` with a fresh directory and process group; every process is ended by pid and the
+/// directory removed afterwards, and a failure is recorded with every process's log.
+func withProcesses(_ label: String, _ body: (URL, ProcessGroup) async throws -> Void) async throws {
+    let directory = try makeTemporaryDirectory(label)
+    let processes = ProcessGroup(directory: directory)
+    defer {
+        processes.killAll()
+        try? FileManager.default.removeItem(at: directory)
+    }
+    do {
+        try await body(directory, processes)
+    } catch {
+        Issue.record("\(error)\n\(processes.logs)")
+    }
+}
