@@ -28,7 +28,7 @@ public struct Membership: Sendable {
         }
         /// How long a member whose connection dropped may take to reconnect and resume before
         /// it is declared dead (never longer than `deadTimeout` allows).
-        public var reconnectGrace: Duration = .seconds(1) {
+        public var reconnectGrace: Duration = .milliseconds(500) {
             willSet { precondition(newValue >= .zero, "reconnectGrace must not be negative") }
         }
         /// The longest the shell may wait between two ticks.

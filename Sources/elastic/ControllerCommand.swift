@@ -30,7 +30,7 @@ struct ControllerCommand: AsyncParsableCommand {
     var deadTimeout: String = "2s"
 
     @Option(help: "How long a disconnected member may take to reconnect before it is declared dead.")
-    var reconnectGrace: String = "1s"
+    var reconnectGrace: String = "500ms"
 
     @Option(help: "Lifetime of node certificates issued at join.")
     var nodeCertLifetime: String = "7d"

@@ -17,9 +17,9 @@ struct ClusterProcessTests {
         let hash = try await CLI.run(["certs", "hash", "--dir", data], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(hash.hasPrefix("sha256:") && hash.count == 71)
 
-        // Default timeouts: heartbeat 500ms, suspect after 1s, dead after 2s, reconnect grace 1s.
+        // Default timeouts: heartbeat 500ms, suspect after 1s, dead after 2s, reconnect grace 500ms.
         let deadTimeoutMs = 2000
-        let reconnectGraceMs = 1000
+        let reconnectGraceMs = 500
         let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", data])
         let addressFile = directory.appendingPathComponent("controller/controller.address")
         try await waitUntil("the controller to listen") { FileManager.default.fileExists(atPath: addressFile.path) }

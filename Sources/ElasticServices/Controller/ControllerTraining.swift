@@ -63,6 +63,11 @@ struct AcceptedJob: Sendable {
 /// The ledger on disk: one JSON line per committed step in `<data-dir>/ledger.jsonl`.
 final class LedgerFile: @unchecked Sendable {
     private let handle: FileHandle?
+    private let formatter: ISO8601DateFormatter = {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
+    }()
 
     init(file: URL) {
         if !FileManager.default.fileExists(atPath: file.path) {
@@ -76,7 +81,7 @@ final class LedgerFile: @unchecked Sendable {
         let fields: [String: Any] = [
             "job": job, "step": entry.step, "epoch": entry.epoch, "nextSample": entry.nextSample,
             "loss": entry.loss, "generation": entry.generation.value, "replicasAgree": entry.replicasAgree,
-            "time": ISO8601DateFormatter().string(from: Date()),
+            "time": formatter.string(from: Date()),
         ]
         guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
         try? handle?.write(contentsOf: data + Data("\n".utf8))
