@@ -106,20 +106,43 @@ public struct StateTransfer: Hashable, Sendable {
 /// (or the batch). Re-planning keeps the stage ranges and every surviving worker on the stage
 /// it holds, so the only state that moves is what new slots need.
 public enum Planner {
-    public static func plan(job: JobSpec, members: [NodeID], generation: Generation, previous: Holders? = nil) -> Result<Plan, PlanShortage> {
-        let sorted = members.sorted()
-        let stages = previous?.stages.count ?? job.plan?.stages ?? 1
-        let wanted = job.plan?.replicas ?? job.batch
-        let replicas = min(wanted, sorted.count / stages)
-        guard replicas >= 1 else {
-            return .failure(PlanShortage(needed: stages, have: sorted.count))
-        }
-        let ranges: [Range<Int>]
+    /// Bytes a worker needs to hold `layers` of `job`: weights, gradients and optimizer state
+    /// (one slot per parameter for SGD, two for Adam), float32.
+    public static func stateBytes(job: JobSpec, layers: Range<Int>) -> UInt64 {
+        let parameters = layers.reduce(0) { $0 + job.parameterCount(layer: $1) }
+        let copies = job.optimizer.kind == "adam" ? 4 : 3
+        return UInt64(parameters) * 4 * UInt64(copies)
+    }
+
+    /// `memory`: each member's memory in bytes, where known; a member never gets a stage whose
+    /// state does not fit (it stays a spare). Without a fixed plan in the job, P is the fewest
+    /// stages whose largest one fits in the members' median memory.
+    public static func plan(job: JobSpec, members: [NodeID], generation: Generation, previous: Holders? = nil, memory: [NodeID: UInt64] = [:]) -> Result<Plan, PlanShortage> {
+        let costs = (0..<job.model.layers.count).map { Double(job.parameterCount(layer: $0)) }
+        let stages: Int
         if let previous {
-            ranges = previous.stages
+            stages = previous.stages.count
+        } else if let requested = job.plan?.stages {
+            stages = requested
         } else {
-            let costs = (0..<job.model.layers.count).map { Double(job.parameterCount(layer: $0)) }
-            ranges = partition(costs: costs, into: stages)
+            let known = members.compactMap { memory[$0] }.sorted()
+            let median = known.isEmpty ? UInt64.max : known[known.count / 2]
+            stages = (1...costs.count).first { count in
+                partition(costs: costs, into: count).allSatisfy { stateBytes(job: job, layers: $0) <= median }
+            } ?? costs.count
+        }
+        let ranges = previous?.stages ?? partition(costs: costs, into: stages)
+        let fits: (NodeID, Int) -> Bool = { node, stage in
+            memory[node].map { $0 >= stateBytes(job: job, layers: ranges[stage]) } ?? true
+        }
+        let sorted = members.sorted()
+        let wanted = job.plan?.replicas ?? job.batch
+        // Replicas: as many as every stage can fill with members its state fits in.
+        let eligible = sorted.filter { node in (0..<stages).contains { fits(node, $0) } }
+        var replicas = min(wanted, eligible.count / stages)
+        while replicas >= 1, !canFill(stages: stages, replicas: replicas, nodes: eligible, fits: fits) { replicas -= 1 }
+        guard replicas >= 1 else {
+            return .failure(PlanShortage(needed: stages, have: eligible.count))
         }
         let memberSet = Set(sorted)
         var nodes = Array(repeating: [NodeID](), count: stages)
@@ -127,21 +150,42 @@ public enum Planner {
         // Survivors keep their stage, in their old replica order.
         if let previous {
             for stage in 0..<stages {
-                for node in previous.nodes[stage] where memberSet.contains(node) && nodes[stage].count < replicas {
+                for node in previous.nodes[stage] where memberSet.contains(node) && nodes[stage].count < replicas && fits(node, stage) {
                     nodes[stage].append(node)
                     placed.insert(node)
                 }
             }
         }
-        // Everyone else fills the open slots in node order, replica by replica.
-        var free = sorted.filter { !placed.contains($0) }.makeIterator()
+        // Everyone else fills the open slots in node order, replica by replica, the stages with
+        // the fewest candidates first, so that a small worker lands where it fits.
+        var free = sorted.filter { !placed.contains($0) }
+        let order = (0..<stages).sorted { a, b in
+            (free.filter { fits($0, a) }.count, a) < (free.filter { fits($0, b) }.count, b)
+        }
         for replica in 0..<replicas {
-            for stage in 0..<stages where nodes[stage].count <= replica {
-                nodes[stage].append(free.next()!)
+            for stage in order where nodes[stage].count <= replica {
+                guard let index = free.firstIndex(where: { fits($0, stage) }) else { continue }
+                nodes[stage].append(free.remove(at: index))
             }
         }
-        let spares = Array(IteratorSequence(free))
-        return .success(Plan(generation: generation, stages: ranges, replicas: replicas, nodes: nodes, spares: spares))
+        guard nodes.allSatisfy({ $0.count == replicas }) else {
+            return .failure(PlanShortage(needed: stages * replicas, have: eligible.count))
+        }
+        return .success(Plan(generation: generation, stages: ranges, replicas: replicas, nodes: nodes, spares: free))
+    }
+
+    /// Whether `nodes` can fill `stages × replicas` slots with every node where it fits
+    /// (greedy by the stages with the fewest candidates; exact when stages nest by size).
+    private static func canFill(stages: Int, replicas: Int, nodes: [NodeID], fits: (NodeID, Int) -> Bool) -> Bool {
+        var free = nodes
+        let order = (0..<stages).sorted { a, b in (nodes.filter { fits($0, a) }.count, a) < (nodes.filter { fits($0, b) }.count, b) }
+        for stage in order {
+            for _ in 0..<replicas {
+                guard let index = free.firstIndex(where: { fits($0, stage) }) else { return false }
+                free.remove(at: index)
+            }
+        }
+        return true
     }
 
     /// The copies `next` needs from the holders in `previous` (same stage ranges): every node in

@@ -119,15 +119,16 @@ public struct TrainingCoordinator: Sendable {
     public var nextStep: Int { (ledger.last?.step).map { $0 + 1 } ?? 0 }
 
     /// The live member set changed (or training starts).
-    public mutating func onMembership(members: [NodeID], generation: Generation) -> [Directive] {
+    public mutating func onMembership(members: [NodeID], generation: Generation, memory: [NodeID: UInt64] = [:]) -> [Directive] {
         var directives: [Directive] = []
         if phase == .finished || phase.name == "stopped" { return directives }
         // Nothing has been computed yet: plan from scratch. Afterwards the holders say who has
         // which layers; a holder that died is forgotten for good.
         holders?.keep(only: Set(members))
         let previous = ledger.isEmpty ? nil : holders
-        guard case .success(let next) = Planner.plan(job: job, members: members, generation: generation, previous: previous) else {
-            let shortage = Planner.plan(job: job, members: members, generation: generation, previous: previous)
+        let planned = Planner.plan(job: job, members: members, generation: generation, previous: previous, memory: memory)
+        guard case .success(let next) = planned else {
+            let shortage = planned
             if case .failure(let reason) = shortage {
                 currentStep = nil
                 phase = .waiting(reason.explanation)

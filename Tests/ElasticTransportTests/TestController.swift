@@ -55,9 +55,19 @@ struct TestController {
         }
     }
 
+    /// Timeouts long enough that a loaded machine never declares a healthy in-process worker
+    /// dead: these tests are about TLS and tokens, not failure detection.
+    static var patientSettings: Membership.Settings {
+        var settings = Membership.Settings()
+        settings.suspectAfter = .seconds(5)
+        settings.deadTimeout = .seconds(10)
+        settings.reconnectGrace = .seconds(5)
+        return settings
+    }
+
     /// Runs `body` against a fresh controller; `prepare` may edit the data dir before it starts.
     static func with<T>(
-        settings: Membership.Settings = Membership.Settings(),
+        settings: Membership.Settings = TestController.patientSettings,
         prepare: (URL) throws -> Void = { _ in },
         _ body: (TestController) async throws -> T
     ) async throws -> T {

@@ -193,8 +193,10 @@ actor ControllerState {
                 for (node, id) in sessions where membership.members[node] != nil {
                     send(id, view, generation: generation)
                 }
-                let members = membership.liveMembers.map(\.node)
-                trainingDirectives { $0.onMembership(members: members, generation: generation) }
+                let live = membership.liveMembers
+                let members = live.map(\.node)
+                let memory = Dictionary(uniqueKeysWithValues: live.map { ($0.node, $0.capacity.memoryBytes) })
+                trainingDirectives { $0.onMembership(members: members, generation: generation, memory: memory) }
             case let .record(event):
                 events.record(event)
             case .scheduleTick:
