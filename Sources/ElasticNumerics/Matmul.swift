@@ -102,6 +102,24 @@ private func checkGEMMArguments(
 }
 
 /// C = beta·C over an m×n block (beta 0 writes zeros), for the k = 0 and alpha = 0 cases.
+/// What both backends do first: check the arguments, and finish the trivial cases (an empty C,
+/// or nothing to add to beta·C). Returns the base addresses when a product remains to compute.
+private func prepareGEMM(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+    alpha: Float, a: UnsafeBufferPointer<Float>, lda: Int,
+    b: UnsafeBufferPointer<Float>, ldb: Int,
+    beta: Float, c: UnsafeMutableBufferPointer<Float>, ldc: Int
+) -> (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>)? {
+    checkGEMMArguments(transA: transA, transB: transB, m: m, n: n, k: k, aCount: a.count, lda: lda,
+                       bCount: b.count, ldb: ldb, cCount: c.count, ldc: ldc)
+    guard m > 0, n > 0 else { return nil }
+    guard k > 0, alpha != 0, let aBase = a.baseAddress, let bBase = b.baseAddress, let cBase = c.baseAddress else {
+        scale(c, m: m, n: n, ldc: ldc, beta: beta)
+        return nil
+    }
+    return (aBase, bBase, cBase)
+}
+
 private func scale(_ c: UnsafeMutableBufferPointer<Float>, m: Int, n: Int, ldc: Int, beta: Float) {
     guard let base = c.baseAddress, beta != 1 else { return }
     for i in 0..<m {
@@ -131,16 +149,12 @@ public enum BLAS {
         b: UnsafeBufferPointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutableBufferPointer<Float>, ldc: Int
     ) {
-        checkGEMMArguments(transA: transA, transB: transB, m: m, n: n, k: k, aCount: a.count, lda: lda,
-                           bCount: b.count, ldb: ldb, cCount: c.count, ldc: ldc)
-        guard m > 0, n > 0 else { return }
-        guard k > 0, alpha != 0, let aBase = a.baseAddress, let bBase = b.baseAddress else {
-            scale(c, m: m, n: n, ldc: ldc, beta: beta)
-            return
-        }
+        guard let (aBase, bBase, cBase) = prepareGEMM(
+            transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc
+        ) else { return }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, aBase, Int32(max(1, lda)), bBase, Int32(max(1, ldb)),
-                    beta, c.baseAddress!, Int32(max(1, ldc)))
+                    beta, cBase, Int32(max(1, ldc)))
     }
 }
 
@@ -160,13 +174,9 @@ public enum SwiftGEMM {
         b: UnsafeBufferPointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutableBufferPointer<Float>, ldc: Int
     ) {
-        checkGEMMArguments(transA: transA, transB: transB, m: m, n: n, k: k, aCount: a.count, lda: lda,
-                           bCount: b.count, ldb: ldb, cCount: c.count, ldc: ldc)
-        guard m > 0, n > 0 else { return }
-        guard k > 0, alpha != 0, let aBase = a.baseAddress, let bBase = b.baseAddress, let cBase = c.baseAddress else {
-            scale(c, m: m, n: n, ldc: ldc, beta: beta)
-            return
-        }
+        guard let (aBase, bBase, cBase) = prepareGEMM(
+            transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc
+        ) else { return }
         let nPanels = (n + nr - 1) / nr
         let kBlock = min(k, kc)
         let packedB = UnsafeMutablePointer<SIMD8<Float>>.allocate(capacity: nPanels * kBlock)

@@ -1,3 +1,4 @@
+import ElasticCore
 import ElasticStorage
 import Foundation
 import ElasticTestSupport
@@ -83,14 +84,8 @@ func expectDatasetError<T>(_ code: DatasetError.Code, mentioning: String, source
 
 /// A small seeded data set: features are distinct per (sample, feature), labels cycle.
 func sampleData(count: Int, features: Int, classes: Int, seed: UInt64) -> LabelledSamples {
-    var state = seed
-    func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var rng = SplitMix64(seed: seed)
+    func next() -> UInt64 { rng.next() }
     let values = (0..<count * features).map { i in Float(i) + Float(Double(next() >> 40) * 0x1p-24) }
     let labels = (0..<count).map { _ in Int32(next() % UInt64(classes)) }
     return LabelledSamples(featureCount: features, classes: classes, features: values, labels: labels)

@@ -1,17 +1,12 @@
+import ElasticCore
 import ElasticStorage
 import Testing
 
 @Suite struct ZstdTests {
     @Test func roundTripIsExactAndCompresses() throws {
         // Seeded, so the bytes are the same on every run: a repetitive text and pseudo-random floats.
-        var state: UInt64 = 0x5EED
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var rng = SplitMix64(seed: 0x5EED)
+        func next() -> UInt64 { rng.next() }
         let text = Array(String(repeating: "elastic checkpoints are compressed with zstd. ", count: 2000).utf8)
         let packed = try Zstd.compress(text)
         #expect(packed.count * 20 < text.count, "repetitive text must compress well")

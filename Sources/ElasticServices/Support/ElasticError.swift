@@ -33,7 +33,7 @@ public struct ElasticError: Error, Sendable, CustomStringConvertible, LocalizedE
         if let ioError = error as? IOError, ioError.errnoCode == ECONNREFUSED {
             return ElasticError("connection refused by \(endpoint): is 'elastic controller' running and listening there?")
         }
-        if error is ChannelError, case .connectTimeout = error as! ChannelError {
+        if let channelError = error as? ChannelError, case .connectTimeout = channelError {
             return ElasticError("timed out connecting to \(endpoint): check the address and that nothing blocks the port")
         }
         let text = String(describing: error)

@@ -28,9 +28,8 @@ actor Trainer {
     /// The step whose gradients wait for the controller's commit.
     private var pendingStep: UInt64?
     private var appliedSteps: UInt64 = 0
-    /// The layers `stage` holds, and the step the current plan resumes from.
+    /// The layers `stage` holds.
     private var heldLayers: Range<Int>?
-    private var resumeStep: UInt64 = 0
     private var order: (epoch: Int, permutation: [Int32])?
     private var stepTask: Task<Void, Never>?
     private var assignTask: Task<Void, Never>?
@@ -95,7 +94,6 @@ actor Trainer {
             for transfer in assignment.transfers where transfer.from == node { peers.insert(transfer.to) }
             self.plan = plan
             self.slot = slot
-            resumeStep = assignment.nextStep
             guard let slot else {
                 logger.info("generation \(plan.generation): spare (plan \(plan.summary))")
                 try await dataPlane.configure(generation: plan.generation, peers: peers, addresses: assignment.dataAddresses)
@@ -239,9 +237,10 @@ actor Trainer {
         var lossSum = 0.0
         for (index, range) in micro.enumerated() where !range.isEmpty {
             let positions = (stepPositions.lowerBound + share.lowerBound + range.lowerBound)..<(stepPositions.lowerBound + share.lowerBound + range.upperBound)
+            // Stage 0 needs the features, the last stage the labels: read the samples once.
+            let samples = first || last ? try dataset.gather(order: permutation, positions: positions) : nil
             let input: Matrix
-            if first {
-                let samples = try dataset.gather(order: permutation, positions: positions)
+            if let samples, first {
                 input = Matrix(rows: positions.count, cols: samples.featureCount, values: samples.features)
             } else {
                 let tensor = try await dataPlane.activations.take(TensorKey(step: step, microBatch: UInt32(index)))
@@ -255,9 +254,8 @@ actor Trainer {
             caches[index] = cache
             if let next {
                 try await dataPlane.send(.activation(.init(step: step, microBatch: UInt32(index), rows: UInt32(output.rows), columns: UInt32(output.cols), values: output.values)), to: next, generation: plan.generation)
-            } else {
-                let labels = try dataset.gather(order: permutation, positions: positions).labels
-                let result = try SoftmaxCrossEntropy.evaluate(logits: output, labels: labels, normalizer: job.batch)
+            } else if let samples {
+                let result = try SoftmaxCrossEntropy.evaluate(logits: output, labels: samples.labels, normalizer: job.batch)
                 lossSum += result.lossSum
                 lossGradients[index] = result.dLogits
             }
