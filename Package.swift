@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "ElasticCore"),
         .target(name: "ElasticNumerics", dependencies: ["ElasticCore", "COpenBLAS"]),
         .target(name: "ElasticWire", dependencies: ["ElasticCore"]),
-        .target(name: "ElasticStorage", dependencies: ["ElasticCore", "CZstd"]),
+        .target(name: "ElasticStorage", dependencies: ["ElasticCore", "ElasticNumerics", "CZstd"]),
         .target(
             name: "ElasticTransport",
             dependencies: [
@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "ElasticTestSupport", path: "Tests/ElasticTestSupport"),
         .testTarget(name: "ElasticCoreTests", dependencies: ["ElasticCore", "ElasticTestSupport"]),
         .testTarget(name: "ElasticWireTests", dependencies: ["ElasticWire", "ElasticTestSupport"]),
-        .testTarget(name: "ElasticStorageTests", dependencies: ["ElasticStorage", "ElasticCore", "ElasticTestSupport"]),
+        .testTarget(name: "ElasticStorageTests", dependencies: ["ElasticStorage", "ElasticCore", "ElasticNumerics", "ElasticTestSupport"]),
         .testTarget(name: "ElasticNumericsTests", dependencies: ["ElasticNumerics", "ElasticCore", "ElasticTestSupport"]),
         .testTarget(
             name: "ElasticTransportTests",

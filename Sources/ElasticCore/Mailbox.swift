@@ -20,7 +20,9 @@ public actor Mailbox<Key: Hashable & Sendable, Value: Sendable> {
     public func take(_ key: Key) async throws -> Value {
         if let failure { throw failure }
         if let value = values.removeValue(forKey: key) { return value }
-        precondition(waiters[key] == nil, "two consumers wait for the same key \(key)")
+        // A second consumer of one key is a computation that outlived its plan: the newer one
+        // wins, the older one learns it was superseded.
+        waiters.removeValue(forKey: key)?.resume(throwing: MailboxSuperseded(key: "\(key)"))
         return try await withCheckedThrowingContinuation { waiters[key] = $0 }
     }
 
@@ -39,4 +41,10 @@ public actor Mailbox<Key: Hashable & Sendable, Value: Sendable> {
     }
 
     public var pendingCount: Int { values.count }
+}
+
+/// Thrown to a consumer when another one takes the same key.
+public struct MailboxSuperseded: Error, Sendable, CustomStringConvertible {
+    public let key: String
+    public var description: String { "another consumer took \(key)" }
 }

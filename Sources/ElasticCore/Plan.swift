@@ -189,19 +189,23 @@ public enum Planner {
     }
 
     /// The copies `next` needs from the holders in `previous` (same stage ranges): every node in
-    /// a stage it did not hold gets the stage's state from a surviving holder, sources taken in
-    /// turn. Nil when some stage that needs a copy has no surviving holder: that state is lost.
+    /// a stage it did not hold gets the stage's state from a holder, sources taken in turn. A
+    /// holder that keeps its stage in `next` is preferred; a holder that is no slot of `next` (a
+    /// spare now, or a member leaving gracefully that waits to hand off) serves only when no such
+    /// holder is left. Nil when some stage that needs a copy has no holder at all: that state is
+    /// lost.
     public static func transfers(from previous: Holders?, to next: Plan) -> [StateTransfer]? {
         guard let previous else { return [] }
         guard previous.stages == next.stages else { return nil }
         var transfers: [StateTransfer] = []
         for stage in 0..<next.stageCount {
-            let holders = previous.nodes[stage].filter { next.nodes[stage].contains($0) }
+            let staying = previous.nodes[stage].filter { next.nodes[stage].contains($0) }
+            let sources = staying.isEmpty ? previous.nodes[stage].filter { next.slot(of: $0) == nil } : staying
             let newcomers = next.nodes[stage].filter { !previous.nodes[stage].contains($0) }
             guard !newcomers.isEmpty else { continue }
-            guard !holders.isEmpty else { return nil }
+            guard !sources.isEmpty else { return nil }
             for (index, node) in newcomers.enumerated() {
-                transfers.append(StateTransfer(stage: stage, from: holders[index % holders.count], to: node))
+                transfers.append(StateTransfer(stage: stage, from: sources[index % sources.count], to: node))
             }
         }
         return transfers

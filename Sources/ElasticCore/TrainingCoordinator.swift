@@ -108,6 +108,8 @@ public struct TrainingCoordinator: Sendable {
     /// Set when the current plan must be sent again under the next generation.
     private var rebuild = false
     private var reports: [NodeID: Report] = [:]
+    /// The copies of the current assignment.
+    private var transfers: [StateTransfer] = []
 
     public init(job: JobSpec, samples: Int) {
         self.job = job
@@ -118,13 +120,21 @@ public struct TrainingCoordinator: Sendable {
     /// The next step to run: one past the last committed step.
     public var nextStep: Int { (ledger.last?.step).map { $0 + 1 } ?? 0 }
 
-    /// The live member set changed (or training starts).
-    public mutating func onMembership(members: [NodeID], generation: Generation, memory: [NodeID: UInt64] = [:]) -> [Directive] {
+    /// Nodes the current assignment copies state from, while it is being set up: a member that
+    /// leaves gracefully is released once it is no longer one of them.
+    public var transferSources: Set<NodeID> {
+        phase == .assigning ? Set(transfers.map(\.from)) : []
+    }
+
+    /// The live member set changed (or training starts). `departing`: members that left
+    /// gracefully but still hold their state and wait to hand it off; they get no slot, but
+    /// serve as copy sources when no member holds their stage.
+    public mutating func onMembership(members: [NodeID], generation: Generation, memory: [NodeID: UInt64] = [:], departing: Set<NodeID> = []) -> [Directive] {
         var directives: [Directive] = []
         if phase == .finished || phase.name == "stopped" { return directives }
         // Nothing has been computed yet: plan from scratch. Afterwards the holders say who has
         // which layers; a holder that died is forgotten for good.
-        holders?.keep(only: Set(members))
+        holders?.keep(only: Set(members).union(departing))
         let previous = ledger.isEmpty ? nil : holders
         let planned = Planner.plan(job: job, members: members, generation: generation, previous: previous, memory: memory)
         guard case .success(let next) = planned else {
@@ -149,6 +159,7 @@ public struct TrainingCoordinator: Sendable {
         if phase == .running || phase == .assigning, plan != nil { replans += 1 }
         plan = next
         phase = .assigning
+        self.transfers = transfers
         ready = []
         reports = [:]
         currentStep = nil

@@ -45,6 +45,14 @@ public struct Assignment: WireCodable {
             writer.write(transfer.from.value)
             writer.write(transfer.to.value)
         }
+        // Where to reach the sources that hold no slot (a spare, a member leaving gracefully).
+        let slots = Set(plan.workers)
+        let outside = Set(transfers.map(\.from)).subtracting(slots).sorted()
+        writer.write(count: outside.count)
+        for node in outside {
+            writer.write(node.value)
+            writer.write(dataAddresses[node] ?? "")
+        }
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -87,18 +95,34 @@ public struct Assignment: WireCodable {
             throw WireError(.invalidValue, "a node appears twice in the plan")
         }
         plan = Plan(generation: generation, stages: stages, replicas: replicas, nodes: nodes, spares: spares)
-        dataAddresses = addresses
         jobJSON = try reader.readBytes(limit: 256 << 10)
         nextStep = try reader.read(UInt64.self)
         let transferCount = try reader.readCount(minimumItemSize: 12)
-        var transfers: [StateTransfer] = []
-        let slots = Set(nodes.flatMap { $0 })
+        var listed: [(stage: Int, from: NodeID, to: NodeID)] = []
         for _ in 0..<transferCount {
             let stage = Int(try reader.read(UInt32.self))
             let from = NodeID(try reader.readString(limit: 64))
             let to = NodeID(try reader.readString(limit: 64))
-            guard stage < stageCount, slots.contains(from), slots.contains(to), from != to else {
-                throw WireError(.invalidValue, "a state transfer must be between two slots of the plan, for one of its stages")
+            listed.append((stage, from, to))
+        }
+        let outsideCount = try reader.readCount(minimumItemSize: 8)
+        var outside: Set<NodeID> = []
+        for _ in 0..<outsideCount {
+            let node = NodeID(try reader.readString(limit: 64))
+            let address = try reader.readString(limit: 256)
+            guard addresses[node] == nil, outside.insert(node).inserted else {
+                throw WireError(.invalidValue, "the source address list names \(node) twice or a slot of the plan")
+            }
+            addresses[node] = address
+        }
+        dataAddresses = addresses
+        // A copy goes to a slot of the plan, for one of its stages, from another slot or from a
+        // source listed with its address.
+        let slots = Set(nodes.flatMap { $0 })
+        var transfers: [StateTransfer] = []
+        for (stage, from, to) in listed {
+            guard stage < stageCount, slots.contains(from) || outside.contains(from), slots.contains(to), from != to else {
+                throw WireError(.invalidValue, "a state transfer must go to a slot of the plan, from a slot or a listed source, for one of its stages")
             }
             transfers.append(StateTransfer(stage: stage, from: from, to: to))
         }

@@ -15,6 +15,37 @@ struct ElasticityProcessTests {
         try await withProcesses("elastic", scenario)
     }
 
+    /// SIGTERM to the only holder of a stage is a graceful leave: the spare takes the slot and
+    /// copies the stage from the leaver, which exits cleanly once it has handed off; no step is
+    /// lost and training does not wait for a checkpoint.
+    @Test func gracefulLeaveHandsOff() async throws {
+        try await withProcesses("elastic-leave") { directory, processes in
+            let steps = 60
+            let generated = try await CLI.run(["data", "generate", "w1", "--out", "data", "--samples", String(Self.samples)], in: directory)
+            try #require(generated.status == 0, "data generate failed: \(generated.stderr)")
+            try writeJSON(w1Job(stages: 2, replicas: 1, steps: steps), to: directory.appendingPathComponent("job.json"))
+            let cluster = try await ClusterHarness.start(in: directory, processes: processes)
+            var workers: [String: SpawnedProcess] = [:]
+            for name in ["w1", "w2", "w3"] { workers[name] = try cluster.join(name) }
+            try await cluster.waitForSteps(15)
+            let plan = try #require(try await cluster.status().training?.plan)
+            let holder = try #require(plan.components(separatedBy: "[layers 2-4: ").last?.components(separatedBy: "]").first)
+            let leaver = try #require(workers[holder], "stage 1 is held by \(holder): \(plan)")
+            let spare = try #require(["w1", "w2", "w3"].first { !plan.contains($0) })
+            leaver.signal(SIGTERM)
+            let status = try await leaver.waitForExit(deadline: .seconds(45))
+            #expect(status == 0, "\(holder) exited with \(status): \(leaver.stderr)")
+            #expect(leaver.stderr.contains("handing off stage 1 to \(spare)"), "\(holder) log: \(leaver.stderr)")
+            #expect(workers[spare]!.stderr.contains("copied layers 2-4"), "\(spare) log: \(workers[spare]!.stderr)")
+            #expect(cluster.controller.stderr.contains("\(holder) handed off its state and leaves"))
+            try await cluster.waitForFinish()
+            let ledger = cluster.ledger()
+            #expect(ledger.compactMap { $0["step"] as? Int } == Array(0..<steps))
+            #expect(ledger.allSatisfy { $0["replicasAgree"] as? Bool == true })
+            #expect(!cluster.controller.stderr.contains("needs a checkpoint"), "the stage was lost: \(cluster.controller.stderr)")
+        }
+    }
+
     private func scenario(_ directory: URL, _ processes: ProcessGroup) async throws {
         let generated = try await CLI.run(["data", "generate", "w1", "--out", "data", "--samples", String(Self.samples)], in: directory)
         try #require(generated.status == 0, "data generate failed: \(generated.stderr)")

@@ -233,6 +233,58 @@ private func allReduce(_ buffers: [[Float]], chunkElements: Int) async throws ->
         }
     }
 
+    /// A member that leaves gracefully while it is the only holder of its stage hands the
+    /// state off: the next plan copies from it (it holds no slot), and it is a transfer source
+    /// until that plan is ready. Without the hand-off the stage would be lost.
+    @Test func aLeavingSoleHolderHandsOff() {
+        var coordinator = TrainingCoordinator(job: PlanTests.job(stages: 2, replicas: 1), samples: 1024)
+        guard case .assign(let plan, 0, [])? = coordinator.onMembership(members: ["a", "b", "c"], generation: 1).first else {
+            Issue.record("expected a plan")
+            return
+        }
+        #expect(plan.nodes == [["a"], ["b"]] && plan.spares == ["c"])
+        _ = coordinator.onReady(node: "a", generation: 1)
+        _ = coordinator.onReady(node: "b", generation: 1)
+        for node: NodeID in ["a", "b"] {
+            _ = coordinator.onStepDone(node: node, step: 0, generation: 1, report: .init(lossSum: 0, samples: 256, stateChecksum: 1), now: .zero)
+        }
+        #expect(coordinator.nextStep == 1 && coordinator.transferSources.isEmpty)
+        // b leaves gracefully: c takes stage 1 and copies it from b.
+        let replan = coordinator.onMembership(members: ["a", "c"], generation: 2, departing: ["b"])
+        guard case .assign(let next, 1, let copies)? = replan.first else {
+            Issue.record("expected a re-plan with a hand-off, got \(replan) in phase \(coordinator.phase)")
+            return
+        }
+        #expect(next.nodes == [["a"], ["c"]] && copies == [StateTransfer(stage: 1, from: "b", to: "c")])
+        #expect(coordinator.transferSources == ["b"])
+        _ = coordinator.onReady(node: "a", generation: 2)
+        #expect(coordinator.onReady(node: "c", generation: 2) == [.startStep(1, generation: 2)])
+        #expect(coordinator.transferSources.isEmpty && coordinator.holders?.nodes == [["a"], ["c"]])
+
+        // The same leave without a hand-off (b already gone) loses the stage.
+        var lost = TrainingCoordinator(job: PlanTests.job(stages: 2, replicas: 1), samples: 1024)
+        _ = lost.onMembership(members: ["a", "b", "c"], generation: 1)
+        _ = lost.onReady(node: "a", generation: 1)
+        _ = lost.onReady(node: "b", generation: 1)
+        for node: NodeID in ["a", "b"] {
+            _ = lost.onStepDone(node: node, step: 0, generation: 1, report: .init(lossSum: 0, samples: 256, stateChecksum: 1), now: .zero)
+        }
+        #expect(lost.onMembership(members: ["a", "c"], generation: 2).isEmpty && lost.phase.name == "waiting")
+    }
+
+    /// A holder that is now a spare (fewer replicas) still serves copies when no slot of the
+    /// stage holds it, and a holder that keeps its slot is always preferred.
+    @Test func transfersPreferHoldersThatStay() {
+        let stages = [0..<1, 1..<2]
+        let holders = Holders(stages: stages, nodes: [["a", "x"], ["b"]])
+        let staying = Plan(generation: 2, stages: stages, replicas: 2, nodes: [["a", "c"], ["b", "d"]], spares: ["x"])
+        #expect(Planner.transfers(from: holders, to: staying) == [StateTransfer(stage: 0, from: "a", to: "c"), StateTransfer(stage: 1, from: "b", to: "d")])
+        let moved = Plan(generation: 2, stages: stages, replicas: 1, nodes: [["c"], ["b"]], spares: ["a", "x"])
+        #expect(Planner.transfers(from: holders, to: moved) == [StateTransfer(stage: 0, from: "a", to: "c")])
+        let gone = Holders(stages: stages, nodes: [[], ["b"]])
+        #expect(Planner.transfers(from: gone, to: moved) == nil)
+    }
+
     @Test func waitsForEnoughMembers() {
         var coordinator = TrainingCoordinator(job: PlanTests.job(stages: 2, replicas: 2), samples: 1024)
         #expect(coordinator.onMembership(members: ["a"], generation: 1).isEmpty)

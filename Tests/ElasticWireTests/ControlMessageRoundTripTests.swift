@@ -132,14 +132,18 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 2, 0x7B, 0x7D,                         // job JSON
             0, 0, 0, 0, 0, 0, 0, 5,                         // next step
             0, 0, 0, 0,                                     // no transfers
+            0, 0, 0, 0,                                     // no sources outside the slots
         ])
         #expect(try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes)) == .assign(assignment))
-        // An assignment of the earlier protocol (no transfer list) is now a truncated message.
+        // An assignment of an earlier protocol (no transfer list, or no source list) is now a
+        // truncated message.
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: Array(bytes.dropLast(4)))) }
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: Array(bytes.dropLast(8)))) }
     }
 
     /// Transfers follow the next step: a count, then per transfer the stage (u32) and the
-    /// source and destination node ids (strings).
+    /// source and destination node ids (strings); then a count and (node, address) for every
+    /// source that holds no slot of the plan.
     @Test func assignmentTransferBytesAreExactlyAsDocumented() throws {
         let plan = Plan(generation: 9, stages: [0..<2, 2..<3], replicas: 2, nodes: [["a", "b"], ["c", "d"]], spares: ["e"])
         let without = Assignment(plan: plan, dataAddresses: ["a": "", "b": "", "c": "", "d": ""], jobJSON: [], nextStep: 5)
@@ -147,9 +151,9 @@ struct ControlMessageRoundTripTests {
         with.transfers = [StateTransfer(stage: 0, from: "a", to: "b"), StateTransfer(stage: 1, from: "d", to: "c")]
         let before = ControlMessage.assign(without).frame(generation: 9).payload
         let bytes = ControlMessage.assign(with).frame(generation: 9).payload
-        #expect(before.suffix(12) == [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0])
-        #expect(Array(bytes.prefix(before.count - 4)) == Array(before.dropLast(4)))
-        #expect(Array(bytes.dropFirst(before.count - 4)) == [
+        #expect(before.suffix(16) == [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(Array(bytes.prefix(before.count - 8)) == Array(before.dropLast(8)))
+        #expect(Array(bytes.dropFirst(before.count - 8)) == [
             0, 0, 0, 2,                                     // 2 transfers
             0, 0, 0, 0,                                     //   stage 0
             0, 0, 0, 1, 0x61,                               //   from "a"
@@ -157,6 +161,7 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 1,                                     //   stage 1
             0, 0, 0, 1, 0x64,                               //   from "d"
             0, 0, 0, 1, 0x63,                               //   to "c"
+            0, 0, 0, 0,                                     // every source holds a slot
         ])
         let decoded = try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes))
         #expect(decoded == .assign(with))
@@ -200,7 +205,8 @@ struct ControlMessageRoundTripTests {
             let next = Plan(generation: 2, stages: ranges, replicas: nextReplicas, nodes: nextNodes, spares: (0..<rng.below(3)).map { _ in newNode() })
             let transfers = try #require(Planner.transfers(from: Holders(previous), to: next), "seed \(seed), round \(round)")
             if !transfers.isEmpty { withTransfers += 1 }
-            let addresses = Dictionary(uniqueKeysWithValues: next.workers.map { ($0, "\($0.value):1") })
+            let reachable = Set(next.workers + transfers.map(\.from))
+            let addresses = Dictionary(uniqueKeysWithValues: reachable.map { ($0, "\($0.value):1") })
             let sent = Assignment(plan: next, dataAddresses: addresses, jobJSON: [], nextStep: UInt64(round), transfers: transfers)
             let frame = ControlMessage.assign(sent).frame(generation: 2)
             #expect(try ControlMessage(frame: frame) == .assign(sent), "seed \(seed), round \(round): \(transfers)")

@@ -250,6 +250,8 @@ struct AssignmentBytes {
     /// (stage, from, to) per transfer.
     var transfers: [(UInt32, String, String)] = []
     var transferCount: UInt32? = nil
+    /// (node, address) of sources outside the slots.
+    var outside: [(String, String)] = []
 
     /// Whether Assignment's up-front slot check (stages × replicas slots of at least 8 bytes
     /// each in the bytes after the replica count) refuses `payload`, a well-formed assignment
@@ -286,6 +288,11 @@ struct AssignmentBytes {
                 writer.write(stage)
                 writer.write(from)
                 writer.write(to)
+            }
+            writer.write(UInt32(outside.count))
+            for (node, address) in outside {
+                writer.write(node)
+                writer.write(address)
             }
         }
     }
@@ -361,10 +368,10 @@ struct AssignmentRejectionTests {
     /// Every slot takes at least 8 bytes (two length fields): a stages × replicas product the
     /// rest of the message cannot hold is refused before any slot is read or allocated.
     @Test func aPlanClaimingMoreSlotsThanTheBytesHoldIsRefused() {
-        // Two 12-byte slots, then 22 bytes of spares, job, next step and transfers: 46 bytes hold
-        // at most 5 slots by the 8-byte measure.
+        // Two 12-byte slots, then 26 bytes of spares, job, next step, transfers and sources: 50
+        // bytes hold at most 6 slots by the 8-byte measure.
         let cases: [(String, AssignmentBytes)] = [
-            ("1×6", AssignmentBytes(replicas: 6, nodes: [["a", "b"]])),
+            ("1×7", AssignmentBytes(replicas: 7, nodes: [["a", "b"]])),
             ("1×1000", AssignmentBytes(replicas: 1_000, nodes: [["a", "b"]])),
             ("1×\(UInt32.max)", AssignmentBytes(replicas: .max, nodes: [["a", "b"]])),
             ("1000×\(UInt32.max)", AssignmentBytes(stages: (0..<1_000).map { (UInt32($0), UInt32($0 + 1)) }, replicas: .max, nodes: [["a"]])),
@@ -448,6 +455,26 @@ struct AssignmentTransferRejectionTests {
         #expect(try decode(bytes([(0, "a", "b"), (0, "a", "b")])).transfers.count == 2)
     }
 
+    /// A source outside the slots (a spare that held the stage, a member leaving gracefully)
+    /// comes with its address; a copy *to* it, or from an unlisted one, is refused, and the list
+    /// names each node once and no slot.
+    @Test func aTransferFromAListedSourceDecodes() throws {
+        var listed = bytes([(1, "s", "c"), (0, "gone", "a")])
+        listed.outside = [("gone", "10.0.0.9:7001"), ("s", "10.0.0.8:7001")]
+        let decoded = try decode(listed)
+        #expect(decoded.transfers == [StateTransfer(stage: 1, from: "s", to: "c"), StateTransfer(stage: 0, from: "gone", to: "a")])
+        #expect(decoded.dataAddresses["gone"] == "10.0.0.9:7001" && decoded.dataAddresses["s"] == "10.0.0.8:7001")
+        var toSource = bytes([(0, "a", "gone")])
+        toSource.outside = [("gone", "x:1")]
+        var twice = bytes([(0, "gone", "a")])
+        twice.outside = [("gone", "x:1"), ("gone", "x:2")]
+        var slotListed = bytes([(0, "a", "b")])
+        slotListed.outside = [("a", "x:1")]
+        for (label, candidate) in [("to a listed source", toSource), ("listed twice", twice), ("a slot listed", slotListed)] {
+            expectWireError(.invalidValue, "\(label)") { () throws(WireError) in try decode(candidate) }
+        }
+    }
+
     @Test func aTransferToOrFromASpareIsRefused() {
         let cases: [(UInt32, String, String)] = [(0, "a", "s"), (0, "s", "a"), (1, "t", "d"), (1, "c", "t"), (0, "s", "t")]
         for transfer in cases {
@@ -502,8 +529,9 @@ struct AssignmentTransferRejectionTests {
         // Exactly 12 bytes per transfer pass the count check; empty ids are then no nodes.
         let empty = bytes([(0, "", ""), (0, "", "")])
         expectWireError(.invalidValue) { () throws(WireError) in try decode(empty) }
-        // A count below the transfers that follow leaves trailing bytes.
-        expectWireError(.trailingBytes) { () throws(WireError) in try decode(bytes([(0, "a", "b"), (1, "c", "d")], count: 1)) }
+        // A count below the transfers that follow: the rest is read as the source list, which
+        // then names a slot.
+        expectWireError(.invalidValue) { () throws(WireError) in try decode(bytes([(0, "a", "b"), (1, "c", "d")], count: 1)) }
     }
 
     /// A count that passes the 12-byte estimate but whose transfers run out of bytes fails on

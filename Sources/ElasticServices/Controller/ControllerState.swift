@@ -36,6 +36,11 @@ actor ControllerState {
     /// Where each member's data plane listens, from its hello.
     private var dataAddresses: [NodeID: String] = [:]
     private let ledgerFile: LedgerFile
+    /// Members that left gracefully while holding state that a new slot may need: their
+    /// connection stays open (without membership) until the plan that copies from them is
+    /// ready, or `handOffTimeout` passes.
+    private var departing: [NodeID: (connection: Int, since: Timestamp)] = [:]
+    private let handOffTimeout: Duration = .seconds(30)
     private let baseDirectory: URL
 
     init(settings: Membership.Settings, tokens: TokenStore, authority: CertificateAuthority, events: EventLog, ledger: LedgerFile, job: AcceptedJob?, baseDirectory: URL, nodeCertificateLifetime: TimeInterval, logger: Logger) {
@@ -64,6 +69,14 @@ actor ControllerState {
     func disconnected(_ id: Int) {
         guard let connection = connections.removeValue(forKey: id) else { return }
         connection.outbox.finish()
+        if let (node, _) = departing.first(where: { $0.value.connection == id }) {
+            departing[node] = nil
+            if training?.coordinator.transferSources.contains(node) == true {
+                logger.warning("\(node) left before it handed off its state; re-planning")
+                apply(membership.onNewGeneration(reason: "\(node) left before it handed off its state"), requester: nil)
+            }
+            return
+        }
         guard let name = connection.peer.name, let incarnation = connection.incarnation,
               sessions[NodeID(name)] == id else { return }
         sessions[NodeID(name)] = nil
@@ -81,6 +94,12 @@ actor ControllerState {
             return
         }
         let now = MonotonicClock.now()
+        if let name = connection.peer.name, departing[NodeID(name)]?.connection == id {
+            // A member that left and waits to hand off: its state is served over the data
+            // plane; what it says about steps of the plan it left no longer counts.
+            logger.debug("\(name) is leaving; ignored its \(message.kind)")
+            return
+        }
         switch (connection.peer.role, message) {
         case (nil, .caRequest):
             send(id, .caBundle(certificateDER: authority.certificate.derBytes))
@@ -142,6 +161,10 @@ actor ControllerState {
         let directives = membership.onTick(now: now)
         apply(directives, requester: nil)
         trainingDirectives { $0.onTick(now: now) }
+        for (node, entry) in departing where now.since(entry.since) > handOffTimeout {
+            logger.warning("\(node) did not hand off its state within \(handOffTimeout.shortDescription); letting it go")
+            release(node)
+        }
         var wait = membership.settings.maxTickInterval
         for case .scheduleTick(let after) in directives { wait = after }
         return wait
@@ -180,8 +203,14 @@ actor ControllerState {
                 for (id, connection) in connections where connection.peer.name == node.value && connection.incarnation == incarnation {
                     if sessions[node] == id { sessions[node] = nil }
                     if case let .fenced(_, _, departure?) = refusal, departure.state == .left {
-                        send(id, .done(message: "left the cluster at generation \(departure.atGeneration)"))
-                        close(id, grace: .seconds(1))
+                        if holdsState(node) {
+                            // Keep the connection: the next plan may copy from this node.
+                            logger.info("\(node) leaves; it stays reachable until its state is handed off")
+                            departing[node] = (id, MonotonicClock.now())
+                        } else {
+                            send(id, .done(message: "left the cluster at generation \(departure.atGeneration)"))
+                            close(id, grace: .seconds(1))
+                        }
                     } else {
                         refuse(id, refused(refusal))
                     }
@@ -196,7 +225,8 @@ actor ControllerState {
                 let live = membership.liveMembers
                 let members = live.map(\.node)
                 let memory = Dictionary(uniqueKeysWithValues: live.map { ($0.node, $0.capacity.memoryBytes) })
-                trainingDirectives { $0.onMembership(members: members, generation: generation, memory: memory) }
+                let leaving = Set(departing.keys)
+                trainingDirectives { $0.onMembership(members: members, generation: generation, memory: memory, departing: leaving) }
             case let .record(event):
                 events.record(event)
             case .scheduleTick:
@@ -348,7 +378,8 @@ actor ControllerState {
                 let copies = transfers.map { "stage \($0.stage) \($0.from)→\($0.to)" }.joined(separator: ", ")
                 logger.info("plan for generation \(plan.generation) from step \(nextStep): \(plan.summary)\(plan.spares.isEmpty ? "" : "; spares: " + plan.spares.map(\.value).joined(separator: " "))\(copies.isEmpty ? "" : "; state copies: " + copies)")
                 let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: job.json, nextStep: UInt64(nextStep), transfers: transfers)
-                for node in plan.workers + plan.spares { sendToMember(node, .assign(assignment), generation: plan.generation) }
+                let outside = Set(transfers.map(\.from)).subtracting(plan.workers + plan.spares).sorted()
+                for node in plan.workers + plan.spares + outside { sendToMember(node, .assign(assignment), generation: plan.generation) }
             case let .startStep(step, generation):
                 for node in training?.coordinator.plan?.workers ?? [] { sendToMember(node, .startStep(step: UInt64(step)), generation: generation) }
             case let .commit(step, generation):
@@ -375,10 +406,30 @@ actor ControllerState {
                 apply(membership.onNewGeneration(reason: reason), requester: nil)
             }
         }
+        releaseDepartures()
+    }
+
+    /// Whether `node` holds the last committed state of some stage while training runs.
+    private func holdsState(_ node: NodeID) -> Bool {
+        guard let coordinator = training?.coordinator, ["running", "assigning"].contains(coordinator.phase.name) else { return false }
+        return coordinator.holders?.nodes.contains { $0.contains(node) } == true
+    }
+
+    /// Lets a leaving member go once no plan being set up copies from it.
+    private func releaseDepartures() {
+        let sources = training?.coordinator.transferSources ?? []
+        for node in departing.keys where !sources.contains(node) { release(node) }
+    }
+
+    private func release(_ node: NodeID) {
+        guard let entry = departing.removeValue(forKey: node) else { return }
+        logger.info("\(node) handed off its state and leaves")
+        send(entry.connection, .done(message: "left the cluster at generation \(membership.generation)"))
+        close(entry.connection, grace: .seconds(1))
     }
 
     private func sendToMember(_ node: NodeID, _ message: ControlMessage, generation: Generation) {
-        guard let id = sessions[node] else {
+        guard let id = sessions[node] ?? departing[node]?.connection else {
             logger.warning("no session to \(node) for \(message.kind)")
             return
         }

@@ -9,11 +9,13 @@ import X509
 
 /// Keys under which data-plane values wait for their consumer.
 struct TensorKey: Hashable, Sendable {
+    var generation: Generation
     var step: UInt64
     var microBatch: UInt32
 }
 
 struct RingKey: Hashable, Sendable {
+    var generation: Generation
     var step: UInt64
     var chunk: RingChunk.Key
 }
@@ -43,6 +45,9 @@ actor DataPlane {
     private var epoch = 0
     private var linkWaiters: [CheckedContinuation<Void, any Error>] = []
     private var needed: Set<NodeID> = []
+    /// Peers linked only for a state copy: losing one fails only a copy still awaited, not the
+    /// generation's computation (a member that handed off its state leaves right after).
+    private var transient: Set<NodeID> = []
     /// Links whose hello named a generation this node has not reached yet; adopted when it does.
     private var parked: [(peer: NodeID, generation: Generation, outbox: AsyncStream<Outbound>.Continuation, state: LinkState)] = []
 
@@ -100,7 +105,7 @@ actor DataPlane {
 
     /// Switches to `generation`: drops every link and value of the previous one, then connects
     /// to the peers the plan gives this node and waits until all are linked.
-    func configure(generation: Generation, peers: Set<NodeID>, addresses: [NodeID: String], timeout: Duration = .seconds(10)) async throws {
+    func configure(generation: Generation, peers: Set<NodeID>, transient: Set<NodeID> = [], addresses: [NodeID: String], timeout: Duration = .seconds(10)) async throws {
         // Whoever still waits for the previous configuration's links is superseded.
         let superseded = linkWaiters
         linkWaiters = []
@@ -119,7 +124,8 @@ actor DataPlane {
         await ring.reset()
         await states.reset()
         self.generation = generation
-        needed = peers
+        needed = peers.union(transient)
+        self.transient = transient.subtracting(peers)
         let waiting = parked
         parked = []
         for link in waiting {
@@ -131,7 +137,7 @@ actor DataPlane {
                 link.outbox.yield(.close(grace: .zero))
             }
         }
-        for peer in peers where node < peer {
+        for peer in needed where node < peer {
             guard let text = addresses[peer], let endpoint = Endpoint(parsing: text) else {
                 throw DataPlaneError("the plan has no data-plane address for \(peer)")
             }
@@ -194,7 +200,12 @@ actor DataPlane {
     private func unregister(_ peer: NodeID, state: LinkState) async {
         guard let current = links[peer], current.state === state else { return }
         links[peer] = nil
-        await fail(DataPlaneError("lost the data-plane link to \(peer)"))
+        let error = DataPlaneError("lost the data-plane link to \(peer)")
+        if transient.contains(peer) {
+            await states.fail(error)
+        } else {
+            await fail(error)
+        }
     }
 
     private func dial(_ peer: NodeID, at endpoint: Endpoint, generation: Generation, configuration: Int) async {
@@ -213,7 +224,7 @@ actor DataPlane {
                 }
                 await run(connection, peer: peer, generation: generation, hello: true)
                 // The link ended; dial again while this configuration still needs it.
-                guard configuration == epoch, needed.contains(peer) else { return }
+                guard configuration == epoch, needed.contains(peer), !transient.contains(peer) else { return }
                 try? await Task.sleep(for: delay)
             } catch {
                 logger.debug("dialing \(peer) at \(endpoint) failed: \(error); retrying")
@@ -279,11 +290,11 @@ actor DataPlane {
         case .hello:
             break
         case .activation(let tensor):
-            await activations.deliver(tensor, for: TensorKey(step: tensor.step, microBatch: tensor.microBatch))
+            await activations.deliver(tensor, for: TensorKey(generation: linkGeneration, step: tensor.step, microBatch: tensor.microBatch))
         case .gradient(let tensor):
-            await gradients.deliver(tensor, for: TensorKey(step: tensor.step, microBatch: tensor.microBatch))
+            await gradients.deliver(tensor, for: TensorKey(generation: linkGeneration, step: tensor.step, microBatch: tensor.microBatch))
         case .ring(let step, let chunk):
-            await ring.deliver(chunk.values, for: RingKey(step: step, chunk: chunk.key))
+            await ring.deliver(chunk.values, for: RingKey(generation: linkGeneration, step: step, chunk: chunk.key))
         case .stateRequest(let stage, let step):
             guard let provider = stateProvider else { return false }
             let generation = linkGeneration
@@ -327,6 +338,6 @@ struct DataPlaneRingLink: RingLink {
     }
 
     func receive(_ key: RingChunk.Key) async throws -> [Float] {
-        try await plane.ring.take(RingKey(step: step, chunk: key))
+        try await plane.ring.take(RingKey(generation: generation, step: step, chunk: key))
     }
 }

@@ -89,19 +89,22 @@ actor Trainer {
             }
             let slot = plan.slot(of: node)
             let incoming = assignment.transfers.first { $0.to == node }
-            var peers = slot.map { self.peers(of: $0, in: plan) } ?? []
-            if let incoming { peers.insert(incoming.from) }
-            for transfer in assignment.transfers where transfer.from == node { peers.insert(transfer.to) }
+            let peers = slot.map { self.peers(of: $0, in: plan) } ?? []
+            // Links for state copies only: their end must not fail this generation's steps.
+            var copyPeers: Set<NodeID> = []
+            if let incoming { copyPeers.insert(incoming.from) }
+            for transfer in assignment.transfers where transfer.from == node { copyPeers.insert(transfer.to) }
             self.plan = plan
             self.slot = slot
             guard let slot else {
-                logger.info("generation \(plan.generation): spare (plan \(plan.summary))")
-                try await dataPlane.configure(generation: plan.generation, peers: peers, addresses: assignment.dataAddresses)
+                let handoffs = assignment.transfers.filter { $0.from == node }.map { "stage \($0.stage) to \($0.to)" }
+                logger.info("generation \(plan.generation): spare (plan \(plan.summary))\(handoffs.isEmpty ? "" : "; handing off " + handoffs.joined(separator: ", "))")
+                try await dataPlane.configure(generation: plan.generation, peers: peers, transient: copyPeers, addresses: assignment.dataAddresses)
                 return
             }
             let layers = plan.stages[slot.stage]
             logger.info("generation \(plan.generation): stage \(slot.stage) (layers \(layers.lowerBound)-\(layers.upperBound - 1)) replica \(slot.replica) of \(plan.summary), from step \(assignment.nextStep)")
-            try await dataPlane.configure(generation: plan.generation, peers: peers, addresses: assignment.dataAddresses)
+            try await dataPlane.configure(generation: plan.generation, peers: peers, transient: copyPeers, addresses: assignment.dataAddresses)
             if let incoming {
                 let started = ContinuousClock.now
                 try await dataPlane.send(.stateRequest(stage: UInt32(incoming.stage), step: assignment.nextStep), to: incoming.from, generation: plan.generation)
@@ -141,8 +144,9 @@ actor Trainer {
     /// A peer's request for the state of `stage` at `step`: only a holder whose state is at
     /// exactly that step answers.
     func state(of stageIndex: UInt32, at step: UInt64) -> Result<[[UInt8]], DataPlaneError> {
-        guard let stage, let slot, slot.stage == Int(stageIndex), appliedSteps == step else {
-            return .failure(DataPlaneError("this worker does not hold stage \(stageIndex) at step \(step) (it holds \(slot.map { "stage \($0.stage)" } ?? "nothing") at step \(appliedSteps))"))
+        // A spare or a leaving member may still hold its former stage: the layers decide.
+        guard let stage, let plan, Int(stageIndex) < plan.stageCount, heldLayers == plan.stages[Int(stageIndex)], appliedSteps == step else {
+            return .failure(DataPlaneError("this worker does not hold stage \(stageIndex) at step \(step) (it holds \(heldLayers.map { "layers \($0.lowerBound)-\($0.upperBound - 1)" } ?? "nothing") at step \(appliedSteps))"))
         }
         return .success(stage.layers.map { LayerStateCodec.encode($0.state) })
     }
@@ -243,7 +247,7 @@ actor Trainer {
             if let samples, first {
                 input = Matrix(rows: positions.count, cols: samples.featureCount, values: samples.features)
             } else {
-                let tensor = try await dataPlane.activations.take(TensorKey(step: step, microBatch: UInt32(index)))
+                let tensor = try await dataPlane.activations.take(TensorKey(generation: plan.generation, step: step, microBatch: UInt32(index)))
                 input = try Matrix.validated(rows: Int(tensor.rows), cols: Int(tensor.columns), values: tensor.values)
                 guard input.rows == range.count else {
                     throw ElasticError("micro-batch \(index) of step \(step) arrived with \(input.rows) rows, expected \(range.count)")
@@ -265,7 +269,7 @@ actor Trainer {
             if last {
                 gradient = lossGradients[index]!
             } else {
-                let tensor = try await dataPlane.gradients.take(TensorKey(step: step, microBatch: UInt32(index)))
+                let tensor = try await dataPlane.gradients.take(TensorKey(generation: plan.generation, step: step, microBatch: UInt32(index)))
                 gradient = try Matrix.validated(rows: Int(tensor.rows), cols: Int(tensor.columns), values: tensor.values)
             }
             try stage.checkOutputGradient(gradient, cache: caches[index]!)

@@ -98,8 +98,8 @@ public final class WorkerService: Service, Sendable {
                 }
             }
         } onGracefulShutdown: { [session, logger] in
-            logger.info("shutting down: leaving the cluster")
-            session.leave()
+            logger.info("shutting down: leaving the cluster (handing off state first if needed)")
+            session.leave(handOffDeadline: .seconds(40))
         }
         logger.info("worker stopped")
     }
@@ -116,7 +116,7 @@ public final class WorkerService: Service, Sendable {
 
         let heartbeats = Task { [session] in
             while !Task.isCancelled {
-                guard let interval = tracker.heartbeatInterval, let incarnation = session.incarnation else {
+                guard let interval = tracker.heartbeatInterval, let incarnation = session.incarnation, !session.isLeaving else {
                     try? await Task.sleep(for: .milliseconds(20))
                     continue
                 }
@@ -202,16 +202,22 @@ private final class SessionBox: @unchecked Sendable {
         continuation?.yield(.frame(message.frame(generation: generation)))
     }
 
-    /// Sends a leave on the open session, if any; without one there is nothing to leave.
-    func leave() {
+    /// Sends a leave on the open session, if any; without one there is nothing to leave. The
+    /// controller answers with `done` once nobody needs to copy this worker's state any more
+    /// (at once, unless it is the last holder of some layers); until then the data plane keeps
+    /// serving it.
+    func leave(handOffDeadline: Duration) {
         let (continuation, incarnation, generation): (AsyncStream<Outbound>.Continuation?, Generation?, Generation) = lock.withLock {
             _leaving = true
             return (outbox, _incarnation, _generation)
         }
         if let continuation, let incarnation {
             continuation.yield(.frame(ControlMessage.leave(incarnation: incarnation).frame(generation: generation)))
-            // The controller answers with `done` and closes; don't wait forever for it.
-            continuation.yield(.close(grace: .seconds(2)))
+            // Don't wait forever for the controller.
+            Task {
+                try? await Task.sleep(for: handOffDeadline)
+                continuation.yield(.close(grace: .zero))
+            }
         } else {
             continuation?.yield(.close(grace: .zero))
         }
