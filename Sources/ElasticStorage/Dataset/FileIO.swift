@@ -86,12 +86,15 @@ struct AtomicFileWriter {
     let temporaryPath: String
     private var descriptor: Int32
 
-    init(path: String) throws(DatasetError) {
+    /// `uniqueTemporaryName` adds a random suffix to the temporary name, for files that several
+    /// threads of one process may write at once (the default name is unique per process only).
+    init(path: String, uniqueTemporaryName: Bool = false) throws(DatasetError) {
         self.path = path
         let slash = path.lastIndex(of: "/")
         let directory = slash.map { String(path[...$0]) } ?? ""
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        temporaryPath = "\(directory).\(name).tmp-\(getpid())"
+        let suffix = uniqueTemporaryName ? "-" + String(UInt64.random(in: 0...UInt64.max), radix: 16) : ""
+        temporaryPath = "\(directory).\(name).tmp-\(getpid())\(suffix)"
         unlink(temporaryPath)
         let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw DatasetError.io("create", temporaryPath, errno: errno) }
