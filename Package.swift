@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "elastic",
             dependencies: [
-                "ElasticServices",
+                "ElasticServices", "ElasticStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

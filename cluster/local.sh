@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: a local cluster with the embedded defaults. Generates the W1 data set (once, in
 # data/w1), creates the CA and a token, starts a controller with jobs/w1.json (W1, 300 steps,
-# 2 stages x 2 replicas) and N workers (default 4) on loopback, follows training to the end,
+# 2 stages x 2 replicas, a checkpoint every 100 steps) and N workers (default 4) on loopback, follows training to the end,
 # prints the status and the loss curve next to the numpy reference's, then stops everything
 # cleanly (workers leave, the controller shuts down) and checks every exit status.
 #
@@ -41,8 +41,20 @@ if ! "$E" data inspect data/w1 >/dev/null 2>&1; then
     "$E" data generate w1 --out data/w1 --shards 4 --force
 fi
 
+# This run's copy of the job: the data set by absolute path, checkpoints in the work dir (a
+# fresh run must not collide with an earlier run's checkpoints).
+python3 - "$JOB" "$WORK/job.json" "$WORK/checkpoints" <<'PY'
+import json, os, sys
+source, target, checkpoints = sys.argv[1:]
+job = json.load(open(source))
+job["data"]["path"] = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), job["data"]["path"]))
+if "checkpoint" in job:
+    job["checkpoint"]["directory"] = checkpoints
+json.dump(job, open(target, "w"), indent=2)
+PY
+
 echo "== controller and $WORKERS workers" >&2
-start_controller --job "$JOB"
+start_controller --job "$WORK/job.json"
 echo "controller at $ADDRESS (log: $WORK/controller.log)" >&2
 join_workers "$WORKERS"
 
@@ -51,6 +63,10 @@ VERBOSE=1 wait_for_job 1800 || true
 "$E" status --data-dir "$WORK/controller"
 echo "== loss curve (this run; the numpy reference on the full W1: 0: 2.318 · 50: 1.948 · 200: 1.307 · 299: 1.136)" >&2
 grep -o 'loss curve .*' "$WORK/controller.log" | sed 's/^loss curve /  /' >&2 || true
+if [ -d "$WORK/checkpoints" ]; then
+    echo "== checkpoints ($WORK/checkpoints; restore with: elastic controller … --restore latest)" >&2
+    "$E" checkpoint list "$WORK/checkpoints" --verify >&2 || true
+fi
 if [ "$PHASE" != "finished" ]; then
     echo "error: training did not finish (phase: ${PHASE:-unknown}); logs are in $WORK" >&2
     KEEP="$WORK"

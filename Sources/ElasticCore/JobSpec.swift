@@ -85,11 +85,37 @@ public struct JobSpec: Codable, Sendable, Equatable {
         }
     }
 
-    /// Reserved for the checkpoint issue; parsed and validated now.
+    /// Checkpoints (docs/checkpoint-format.md): every `every` committed steps and at the end.
     public struct Checkpoint: Codable, Sendable, Equatable {
+        /// Steps between checkpoints; without it, only the end of the job is checkpointed.
         public var every: Int?
+        /// Checkpoints to keep (default 3).
         public var keep: Int?
+        /// The checkpoint root, relative to the job file (default `checkpoints`); every worker
+        /// that writes must see it at the same path (a shared volume).
         public var directory: String?
+        /// zstd level (default 1: see docs/checkpoint-format.md for the measurements).
+        public var level: Int?
+        /// Byte-plane shuffle of float tensors: `auto` (default), `always` or `never`.
+        public var shuffle: String?
+        /// zstd worker threads per writer (0, the default: compress on the writing thread).
+        public var threads: Int?
+        /// Start from a checkpoint: `latest` (the newest valid one in `directory`) or a step
+        /// directory's path.
+        public var resume: String?
+
+        public init(every: Int? = nil, keep: Int? = nil, directory: String? = nil, level: Int? = nil, shuffle: String? = nil, threads: Int? = nil, resume: String? = nil) {
+            self.every = every
+            self.keep = keep
+            self.directory = directory
+            self.level = level
+            self.shuffle = shuffle
+            self.threads = threads
+            self.resume = resume
+        }
+
+        public static let defaultKeep = 3
+        public static let defaultDirectory = "checkpoints"
     }
 
     /// Reserved for the gradient-compression issue; only `none` runs now.
@@ -190,6 +216,13 @@ public struct JobSpec: Codable, Sendable, Equatable {
         if let checkpoint {
             if let every = checkpoint.every, every < 1 { return "checkpoint.every: must be at least 1" }
             if let keep = checkpoint.keep, keep < 1 { return "checkpoint.keep: must be at least 1" }
+            if let directory = checkpoint.directory, directory.isEmpty { return "checkpoint.directory: must not be empty" }
+            if let level = checkpoint.level, !(-7...22).contains(level) { return "checkpoint.level: zstd levels run from -7 to 22 (got \(level))" }
+            if let shuffle = checkpoint.shuffle, !["auto", "always", "never"].contains(shuffle) {
+                return "checkpoint.shuffle: '\(shuffle)' is not one of auto, always, never"
+            }
+            if let threads = checkpoint.threads, !(0...64).contains(threads) { return "checkpoint.threads: must be between 0 and 64" }
+            if let resume = checkpoint.resume, resume.isEmpty { return "checkpoint.resume: use latest or a checkpoint directory" }
         }
         if let compression, compression.codec != "none" {
             return "compression.codec: '\(compression.codec)' is not available yet (only none)"

@@ -74,6 +74,9 @@ public struct TrainingCoordinator: Sendable {
         case stopped(String)
         /// Ask the membership for a new generation (the plan must be rebuilt under it).
         case openGeneration(reason: String)
+        /// Every holder of some stage is gone: training goes back to the checkpoint at `toStep`
+        /// (steps applied); the committed steps from there on are computed again.
+        case rolledBack(toStep: Int, fromStep: Int, checkpoint: String)
     }
 
     public struct Report: Sendable, Equatable {
@@ -117,8 +120,35 @@ public struct TrainingCoordinator: Sendable {
         self.totalSteps = job.totalSteps(samples: samples)
     }
 
-    /// The next step to run: one past the last committed step.
-    public var nextStep: Int { (ledger.last?.step).map { $0 + 1 } ?? 0 }
+    /// The next step to run: one past the last committed step (or the step a restored
+    /// checkpoint was written at).
+    public var nextStep: Int { (ledger.last?.step).map { $0 + 1 } ?? resumeStep }
+
+    /// Where training starts when no committed step is in the ledger: 0, or the checkpoint's step.
+    public private(set) var resumeStep = 0
+    /// The newest checkpoint (steps applied, directory): what a plan without holders restores.
+    public private(set) var checkpoint: (step: Int, path: String)?
+    /// Steps committed again after going back to a checkpoint.
+    public private(set) var rolledBackSteps = 0
+
+    /// The checkpoint every slot without state loads its layers from in the current assignment:
+    /// when nobody holds state at the next step and a checkpoint was written exactly there.
+    public var restoreSource: String? {
+        guard holders == nil, let checkpoint, checkpoint.step == nextStep, nextStep > 0 else { return nil }
+        return checkpoint.path
+    }
+
+    /// Starts the job from a checkpoint taken after `step` steps (before any plan).
+    public mutating func resume(from step: Int, path: String) {
+        precondition(ledger.isEmpty && plan == nil, "resume before training starts")
+        resumeStep = step
+        checkpoint = (step, path)
+    }
+
+    /// A checkpoint became visible: the fallback when a stage's state is lost.
+    public mutating func onCheckpoint(step: Int, path: String) {
+        if step >= (checkpoint?.step ?? 0) { checkpoint = (step, path) }
+    }
 
     /// Nodes the current assignment copies state from, while it is being set up: a member that
     /// leaves gracefully is released once it is no longer one of them.
@@ -132,6 +162,11 @@ public struct TrainingCoordinator: Sendable {
     public mutating func onMembership(members: [NodeID], generation: Generation, memory: [NodeID: UInt64] = [:], departing: Set<NodeID> = []) -> [Directive] {
         var directives: [Directive] = []
         if phase == .finished || phase.name == "stopped" { return directives }
+        if nextStep >= totalSteps {
+            // Resumed from a checkpoint written at the end of the job.
+            phase = .finished
+            return [.finished(steps: totalSteps)]
+        }
         // Nothing has been computed yet: plan from scratch. Afterwards the holders say who has
         // which layers; a holder that died is forgotten for good.
         holders?.keep(only: Set(members).union(departing))
@@ -153,7 +188,29 @@ public struct TrainingCoordinator: Sendable {
             let lost = (0..<next.stageCount).filter { stage in previous!.nodes[stage].isEmpty }
             let layers = lost.map { "\(next.stages[$0].lowerBound)-\(next.stages[$0].upperBound - 1)" }.joined(separator: ", ")
             currentStep = nil
-            phase = .waiting("every holder of layers \(layers) is gone; resuming needs a checkpoint (not available yet) — training waits after step \(nextStep - 1)")
+            guard let checkpoint else {
+                phase = .waiting("every holder of layers \(layers) is gone and there is no checkpoint to resume from — training waits after step \(nextStep - 1)")
+                return directives
+            }
+            // Go back to the checkpoint: everyone loads it, the steps after it are redone.
+            let from = nextStep
+            ledger.removeAll { $0.step >= checkpoint.step }
+            rolledBackSteps += from - checkpoint.step
+            resumeStep = checkpoint.step
+            holders = nil
+            directives.append(.rolledBack(toStep: checkpoint.step, fromStep: from, checkpoint: checkpoint.path))
+            guard case .success(let fresh) = Planner.plan(job: job, members: members, generation: generation, memory: memory) else {
+                phase = .waiting("every holder of layers \(layers) is gone; waiting for members to restore the checkpoint of step \(checkpoint.step)")
+                return directives
+            }
+            replans += 1
+            plan = fresh
+            phase = .assigning
+            self.transfers = []
+            ready = []
+            reports = [:]
+            progressAt = nil
+            directives.append(.assign(fresh, nextStep: nextStep, transfers: []))
             return directives
         }
         if phase == .running || phase == .assigning, plan != nil { replans += 1 }

@@ -52,12 +52,17 @@ public enum ControlMessage: Sendable, Equatable {
     case submitJob(json: [UInt8])
     /// worker → controller: a link to a peer broke during `step`; the step is abandoned.
     case stepAbandoned(step: UInt64, reason: String)
+    /// controller → the first replica of each stage: snapshot this stage's layers at `step`
+    /// (steps applied) and write them into the job's checkpoint directory in the background.
+    case checkpoint(step: UInt64)
+    /// worker → controller: this stage's part of the checkpoint at `step` is written (or not).
+    case checkpointWritten(CheckpointWritten)
 
     public enum Kind: UInt8, Sendable, CaseIterable {
         case hello = 1, welcome, heartbeat, heartbeatAck, view, leave, refused
         case caRequest = 16, caBundle, bootstrapRequest, bootstrapGranted
         case statusRequest = 32, statusReply, tokenCreate, tokenCreated, tokenListRequest, tokenList, tokenRevoke, done
-        case assign = 48, ready, startStep, stepDone, commit, trainingFailed, submitJob, stepAbandoned
+        case assign = 48, ready, startStep, stepDone, commit, trainingFailed, submitJob, stepAbandoned, checkpoint, checkpointWritten
     }
 
     public var kind: Kind {
@@ -89,6 +94,8 @@ public enum ControlMessage: Sendable, Equatable {
         case .trainingFailed: .trainingFailed
         case .submitJob: .submitJob
         case .stepAbandoned: .stepAbandoned
+        case .checkpoint: .checkpoint
+        case .checkpointWritten: .checkpointWritten
         }
     }
 
@@ -113,7 +120,8 @@ public enum ControlMessage: Sendable, Equatable {
         case .done(let message): writer.write(message)
         case .assign(let value): value.encode(to: &writer)
         case .ready: break
-        case .startStep(let step), .commit(let step): writer.write(step)
+        case .startStep(let step), .commit(let step), .checkpoint(let step): writer.write(step)
+        case .checkpointWritten(let value): value.encode(to: &writer)
         case .stepDone(let value): value.encode(to: &writer)
         case .trainingFailed(let reason): writer.write(reason)
         case .submitJob(let json): writer.write(bytes: json)
@@ -158,6 +166,8 @@ public enum ControlMessage: Sendable, Equatable {
         case .trainingFailed: self = .trainingFailed(reason: try reader.readString())
         case .submitJob: self = .submitJob(json: try reader.readBytes(limit: 256 << 10))
         case .stepAbandoned: self = .stepAbandoned(step: try reader.read(UInt64.self), reason: try reader.readString())
+        case .checkpoint: self = .checkpoint(step: try reader.read(UInt64.self))
+        case .checkpointWritten: self = .checkpointWritten(try CheckpointWritten(from: &reader))
         }
         try reader.expectEnd()
     }

@@ -12,13 +12,17 @@ public struct Assignment: WireCodable {
     public var nextStep: UInt64
     /// State copies to make before training resumes.
     public var transfers: [StateTransfer]
+    /// A checkpoint directory (written at `nextStep`) that every slot without a copy and without
+    /// state at `nextStep` loads its layers from; empty: none.
+    public var restore: String
 
-    public init(plan: Plan, dataAddresses: [NodeID: String], jobJSON: [UInt8], nextStep: UInt64, transfers: [StateTransfer] = []) {
+    public init(plan: Plan, dataAddresses: [NodeID: String], jobJSON: [UInt8], nextStep: UInt64, transfers: [StateTransfer] = [], restore: String = "") {
         self.plan = plan
         self.dataAddresses = dataAddresses
         self.jobJSON = jobJSON
         self.nextStep = nextStep
         self.transfers = transfers
+        self.restore = restore
     }
 
     public func encode(to writer: inout WireWriter) {
@@ -53,6 +57,7 @@ public struct Assignment: WireCodable {
             writer.write(node.value)
             writer.write(dataAddresses[node] ?? "")
         }
+        writer.write(restore)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -127,6 +132,46 @@ public struct Assignment: WireCodable {
             transfers.append(StateTransfer(stage: stage, from: from, to: to))
         }
         self.transfers = transfers
+        restore = try reader.readString(limit: 4096)
+    }
+}
+
+/// A stage's part of a checkpoint, as its writer reports it.
+public struct CheckpointWritten: WireCodable {
+    public var step: UInt64
+    public var stage: UInt32
+    /// Empty when the part is written and fsynced; otherwise what went wrong.
+    public var error: String
+    public var rawBytes: UInt64
+    public var storedBytes: UInt64
+    /// From the snapshot to the fsynced part record.
+    public var writeTime: Duration
+
+    public init(step: UInt64, stage: UInt32, error: String = "", rawBytes: UInt64 = 0, storedBytes: UInt64 = 0, writeTime: Duration = .zero) {
+        self.step = step
+        self.stage = stage
+        self.error = error
+        self.rawBytes = rawBytes
+        self.storedBytes = storedBytes
+        self.writeTime = writeTime
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.write(step)
+        writer.write(stage)
+        writer.write(error)
+        writer.write(rawBytes)
+        writer.write(storedBytes)
+        writer.write(UInt64(clamping: writeTime.milliseconds))
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        step = try reader.read(UInt64.self)
+        stage = try reader.read(UInt32.self)
+        error = try reader.readString()
+        rawBytes = try reader.read(UInt64.self)
+        storedBytes = try reader.read(UInt64.self)
+        writeTime = try reader.readMilliseconds()
     }
 }
 

@@ -38,6 +38,9 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "A job file (JSON) to train as soon as enough workers have joined.")
     var job: String?
 
+    @Option(help: ArgumentHelp("Start the job from a checkpoint: 'latest' (the newest valid one in the job's checkpoint.directory) or a step directory.", discussion: "A checkpoint that fails verification is reported and the previous valid one is used.", valueName: "latest|dir"))
+    var restore: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -69,6 +72,7 @@ struct ControllerCommand: AsyncParsableCommand {
         var configuration = ControllerConfiguration(listen: Endpoint(parsing: listen)!, dataDirectory: URL(fileURLWithPath: dataDirectory))
         configuration.membership = try settings()
         configuration.jobFile = job.map { URL(fileURLWithPath: $0) }
+        configuration.restore = restore.map { $0 == "latest" || $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: $0).standardizedFileURL.path }
         configuration.nodeCertificateLifetime = Double(try parseDuration(nodeCertLifetime, option: "--node-cert-lifetime").milliseconds) / 1000
         let service = ControllerService(configuration: configuration, logger: logger) { bound in
             FileHandle.standardOutput.write(Data("elastic controller listening on \(bound)\n".utf8))

@@ -40,7 +40,7 @@ struct Elastic: AsyncParsableCommand {
           elastic status --data-dir ./elastic-data
         """,
         version: version,
-        subcommands: [Certs.self, ControllerCommand.self, Join.self, Token.self, Status.self, DataCommand.self, Train.self, Bench.self]
+        subcommands: [Certs.self, ControllerCommand.self, Join.self, Token.self, Status.self, DataCommand.self, Train.self, CheckpointCommand.self, Bench.self]
     )
 }
 

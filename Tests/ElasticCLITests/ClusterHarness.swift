@@ -12,15 +12,17 @@ struct ClusterHarness {
     let address: String
     let token: String
     let hash: String
+    /// The controller's data dir, relative to `directory`.
+    let name: String
 
-    var data: String { directory.appendingPathComponent("controller").path }
+    var data: String { directory.appendingPathComponent(name).path }
 
-    /// Starts a controller with `job.json` of `directory`.
-    static func start(in directory: URL, processes: ProcessGroup) async throws -> ClusterHarness {
-        let data = directory.appendingPathComponent("controller").path
+    /// Starts a controller with `job` of `directory`, its data dir `name`, and `arguments` added.
+    static func start(in directory: URL, processes: ProcessGroup, name: String = "controller", job: String = "job.json", arguments: [String] = []) async throws -> ClusterHarness {
+        let data = directory.appendingPathComponent(name).path
         _ = try await CLI.run(["certs", "init", "--dir", data], in: directory)
-        let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", data, "--job", "job.json"])
-        let addressFile = directory.appendingPathComponent("controller/controller.address")
+        let controller = try processes.spawn(name: name, ["controller", "--listen", "127.0.0.1:0", "--data-dir", data, "--job", job] + arguments)
+        let addressFile = directory.appendingPathComponent("\(name)/controller.address")
         try await waitUntil("the controller to listen") {
             if !controller.process.isRunning { throw HarnessError("the controller exited: \(controller.stderr)") }
             return FileManager.default.fileExists(atPath: addressFile.path)
@@ -28,7 +30,7 @@ struct ClusterHarness {
         let address = try String(contentsOf: addressFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let token = try await CLI.run(["token", "create", "--data-dir", data], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let hash = try await CLI.run(["certs", "hash", "--dir", data], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        return ClusterHarness(directory: directory, processes: processes, controller: controller, address: address, token: token, hash: hash)
+        return ClusterHarness(directory: directory, processes: processes, controller: controller, address: address, token: token, hash: hash, name: name)
     }
 
     @discardableResult
@@ -41,7 +43,7 @@ struct ClusterHarness {
 
     /// The committed steps so far, in order.
     func ledger() -> [[String: Any]] {
-        let text = (try? String(contentsOf: directory.appendingPathComponent("controller/ledger.jsonl"), encoding: .utf8)) ?? ""
+        let text = (try? String(contentsOf: directory.appendingPathComponent("\(name)/ledger.jsonl"), encoding: .utf8)) ?? ""
         return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 
@@ -74,8 +76,8 @@ struct ClusterHarness {
 }
 
 /// A W1 job file of `steps` steps on a fixed plan, reading the data set at `data`.
-func w1Job(stages: Int, replicas: Int, steps: Int, inputs: Int = 256, data: String = "data") -> [String: Any] {
-    [
+func w1Job(stages: Int, replicas: Int, steps: Int, inputs: Int = 256, data: String = "data", checkpoint: [String: Any]? = nil) -> [String: Any] {
+    var job: [String: Any] = [
         "name": "w1-\(stages)x\(replicas)",
         "model": [
             "inputs": inputs,
@@ -88,6 +90,8 @@ func w1Job(stages: Int, replicas: Int, steps: Int, inputs: Int = 256, data: Stri
         "steps": steps, "seed": 42,
         "plan": ["stages": stages, "replicas": replicas],
     ]
+    if let checkpoint { job["checkpoint"] = checkpoint }
+    return job
 }
 
 func writeJSON(_ object: [String: Any], to url: URL) throws {

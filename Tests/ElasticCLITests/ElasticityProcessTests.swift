@@ -5,7 +5,7 @@ import Testing
 /// Elasticity on real processes (issue 4, test 2): W1 on 2 stages × 2 replicas; SIGKILL a worker
 /// → training goes on over the survivors without restarting anyone and without losing a
 /// committed step; a new worker joins → it copies its stage's state from a holder and
-/// contributes; both holders of a stage killed → the cluster says it waits.
+/// contributes; both holders of a stage killed → training goes back to the newest checkpoint.
 @Suite(.serialized, .timeLimit(.minutes(10)))
 struct ElasticityProcessTests {
     static let samples = 4096
@@ -95,17 +95,24 @@ struct ElasticityProcessTests {
         let status = try await cluster.status()
         #expect(status.training?.plan.contains("w5") == true, "w5 holds a slot: \(status.training?.plan ?? "")")
 
-        // Both holders of one stage gone: its state is lost and the cluster says it waits.
-        try writeJSON(w1Job(stages: 2, replicas: 2, steps: 100_000), to: directory.appendingPathComponent("long.json"))
+        // Both holders of one stage gone: training goes back to the newest checkpoint (every
+        // 5 steps), every slot loads it, and the job goes on.
+        try writeJSON(w1Job(stages: 2, replicas: 2, steps: 100_000, checkpoint: ["every": 5, "keep": 2, "directory": "ckpts"]), to: directory.appendingPathComponent("long.json"))
         let submitted = try await CLI.run(["train", "long.json", "--data-dir", cluster.data], in: directory)
         #expect(submitted.status == 0, "train: \(submitted.stderr)")
-        try await waitUntil("the long job to run") { (try await cluster.status()).training?.committedSteps ?? 0 >= 5 }
+        try await waitUntil("the long job to checkpoint", deadline: .seconds(60)) { cluster.controller.stderr.contains("checkpoint of step 10 committed") }
         let plan = try #require(try await cluster.status().training?.plan)
         let secondStage = try #require(plan.components(separatedBy: "[layers 2-4: ").last?.components(separatedBy: "]").first)
         for name in secondStage.split(separator: " ") { workers[String(name)]?.signal(SIGKILL) }
-        try await waitUntil("the cluster to wait for a checkpoint", deadline: .seconds(30)) {
-            let training = try await cluster.status().training
-            return training?.phase == "waiting" && training?.detail.contains("checkpoint") == true
+        try await waitUntil("training to go back to a checkpoint", deadline: .seconds(30)) {
+            cluster.controller.stderr.contains("training goes back to checkpoint")
         }
+        let resumedAt = try #require(try await cluster.status().training?.committedSteps)
+        try await waitUntil("training to go on from the checkpoint", deadline: .seconds(60)) {
+            let training = try await cluster.status().training
+            return training?.phase == "running" && (training?.committedSteps ?? 0) >= resumedAt + 10
+        }
+        let restored = ["w1", "w2", "w3", "w5"].filter { workers[$0]?.stderr.contains("from checkpoint") == true }
+        #expect(restored.count == 2, "the survivors restored the checkpoint: \(restored)")
     }
 }

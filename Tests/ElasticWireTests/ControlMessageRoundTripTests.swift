@@ -48,6 +48,7 @@ struct ControlMessageRoundTripTests {
             (.statusRequest, 32), (.statusReply, 33), (.tokenCreate, 34), (.tokenCreated, 35), (.tokenListRequest, 36),
             (.tokenList, 37), (.tokenRevoke, 38), (.done, 39),
             (.assign, 48), (.ready, 49), (.startStep, 50), (.stepDone, 51), (.commit, 52), (.trainingFailed, 53), (.submitJob, 54), (.stepAbandoned, 55),
+            (.checkpoint, 56), (.checkpointWritten, 57),
         ]
         for (kind, raw) in expected { #expect(kind.rawValue == raw, "\(kind)") }
         #expect(expected.count == ControlMessage.Kind.allCases.count)
@@ -105,6 +106,15 @@ struct ControlMessageRoundTripTests {
         #expect(ControlMessage.trainingFailed(reason: "x").frame(generation: 0).payload == [0, 0, 0, 1, 0x78])
         #expect(ControlMessage.submitJob(json: [0x7B, 0x7D]).frame(generation: 0).payload == [0, 0, 0, 2, 0x7B, 0x7D])
         #expect(ControlMessage.stepAbandoned(step: 3, reason: "x").frame(generation: 0).payload == [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0x78])
+        #expect(ControlMessage.checkpoint(step: 7).frame(generation: 0).payload == [0, 0, 0, 0, 0, 0, 0, 7])
+        #expect(ControlMessage.checkpointWritten(CheckpointWritten(step: 7, stage: 1, error: "x", rawBytes: 2, storedBytes: 1, writeTime: .milliseconds(3))).frame(generation: 0).payload == [
+            0, 0, 0, 0, 0, 0, 0, 7,                         // step
+            0, 0, 0, 1,                                     // stage
+            0, 0, 0, 1, 0x78,                               // error "x"
+            0, 0, 0, 0, 0, 0, 0, 2,                         // raw bytes
+            0, 0, 0, 0, 0, 0, 0, 1,                         // stored bytes
+            0, 0, 0, 0, 0, 0, 0, 3,                         // write time in ms
+        ])
 
         let report = StepReport(step: 7, lossSum: -2, samples: 64, stateChecksum: 0xA1A2_A3A4_A5A6_A7A8, computeTime: .microseconds(1_500_999))
         #expect(ControlMessage.stepDone(report).frame(generation: 0).payload == [
@@ -133,12 +143,19 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 0, 0, 0, 0, 5,                         // next step
             0, 0, 0, 0,                                     // no transfers
             0, 0, 0, 0,                                     // no sources outside the slots
+            0, 0, 0, 0,                                     // no checkpoint to restore from
         ])
         #expect(try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes)) == .assign(assignment))
-        // An assignment of an earlier protocol (no transfer list, or no source list) is now a
-        // truncated message.
-        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: Array(bytes.dropLast(4)))) }
-        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: Array(bytes.dropLast(8)))) }
+        // An assignment of an earlier protocol (no transfer list, no source list, no restore
+        // path) is now a truncated message.
+        for cut in [4, 8, 12] {
+            expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: Array(bytes.dropLast(cut)))) }
+        }
+        var restoring = assignment
+        restoring.restore = "/ckpt/step-00000005"
+        let restoringBytes = ControlMessage.assign(restoring).frame(generation: 9).payload
+        #expect(Array(restoringBytes.suffix(23)) == [0, 0, 0, 19] + Array("/ckpt/step-00000005".utf8))
+        #expect(try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: restoringBytes)) == .assign(restoring))
     }
 
     /// Transfers follow the next step: a count, then per transfer the stage (u32) and the
@@ -151,9 +168,9 @@ struct ControlMessageRoundTripTests {
         with.transfers = [StateTransfer(stage: 0, from: "a", to: "b"), StateTransfer(stage: 1, from: "d", to: "c")]
         let before = ControlMessage.assign(without).frame(generation: 9).payload
         let bytes = ControlMessage.assign(with).frame(generation: 9).payload
-        #expect(before.suffix(16) == [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0])
-        #expect(Array(bytes.prefix(before.count - 8)) == Array(before.dropLast(8)))
-        #expect(Array(bytes.dropFirst(before.count - 8)) == [
+        #expect(before.suffix(20) == [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(Array(bytes.prefix(before.count - 12)) == Array(before.dropLast(12)))
+        #expect(Array(bytes.dropFirst(before.count - 12)) == [
             0, 0, 0, 2,                                     // 2 transfers
             0, 0, 0, 0,                                     //   stage 0
             0, 0, 0, 1, 0x61,                               //   from "a"
@@ -162,6 +179,7 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 1, 0x64,                               //   from "d"
             0, 0, 0, 1, 0x63,                               //   to "c"
             0, 0, 0, 0,                                     // every source holds a slot
+            0, 0, 0, 0,                                     // no restore path
         ])
         let decoded = try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes))
         #expect(decoded == .assign(with))

@@ -252,6 +252,7 @@ struct AssignmentBytes {
     var transferCount: UInt32? = nil
     /// (node, address) of sources outside the slots.
     var outside: [(String, String)] = []
+    var restore = ""
 
     /// Whether Assignment's up-front slot check (stages × replicas slots of at least 8 bytes
     /// each in the bytes after the replica count) refuses `payload`, a well-formed assignment
@@ -294,6 +295,7 @@ struct AssignmentBytes {
                 writer.write(node)
                 writer.write(address)
             }
+            writer.write(restore)
         }
     }
 }
@@ -368,8 +370,8 @@ struct AssignmentRejectionTests {
     /// Every slot takes at least 8 bytes (two length fields): a stages × replicas product the
     /// rest of the message cannot hold is refused before any slot is read or allocated.
     @Test func aPlanClaimingMoreSlotsThanTheBytesHoldIsRefused() {
-        // Two 12-byte slots, then 26 bytes of spares, job, next step, transfers and sources: 50
-        // bytes hold at most 6 slots by the 8-byte measure.
+        // Two 12-byte slots, then 30 bytes of spares, job, next step, transfers, sources and
+        // restore path: 54 bytes hold at most 6 slots by the 8-byte measure.
         let cases: [(String, AssignmentBytes)] = [
             ("1×7", AssignmentBytes(replicas: 7, nodes: [["a", "b"]])),
             ("1×1000", AssignmentBytes(replicas: 1_000, nodes: [["a", "b"]])),
@@ -540,12 +542,13 @@ struct AssignmentTransferRejectionTests {
         // 14 bytes of transfer and 10 of a second: 24 bytes pass the count check for 2.
         let full = bytes([(0, "a", "b"), (1, "c", "d")]).bytes
         expectWireError(.truncated) { () throws(WireError) in try decode(Array(full.dropLast(4))) }
-        let listStart = full.count - 4 - 28
+        let listStart = full.count - 8 - 28
         for length in listStart..<full.count {
             expectWireError(.truncated, "cut to \(length) of \(full.count)") { () throws(WireError) in try decode(Array(full[..<length])) }
         }
         // A node id's length past the end (within its 64-byte limit), and one over the limit.
-        let header = bytes([], count: 1).bytes
+        // (Everything up to the transfer count of 1: the source count and restore path go.)
+        let header = Array(bytes([], count: 1).bytes.dropLast(8))
         let pastEnd = header + payload { $0.write(UInt32(0)); $0.write(UInt32(60)); $0.write(UInt32(0)) } + Array("a".utf8)
         expectWireError(.truncated) { () throws(WireError) in try decode(pastEnd) }
         let overLimit = header + payload { $0.write(UInt32(0)); $0.write(UInt32.max); $0.write(UInt32(0)) }

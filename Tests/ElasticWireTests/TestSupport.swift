@@ -209,6 +209,10 @@ enum Samples {
         .submitJob(json: []),
         .stepAbandoned(step: 41, reason: "lost the data-plane link to w4"),
         .stepAbandoned(step: .max, reason: ""),
+        .checkpoint(step: 0),
+        .checkpoint(step: 120),
+        .checkpointWritten(CheckpointWritten(step: 120, stage: 1, rawBytes: 4_243_496, storedBytes: 3_570_112, writeTime: .milliseconds(41))),
+        .checkpointWritten(CheckpointWritten(step: .max, stage: .max, error: "no space left on device — checkpoint skipped")),
     ] + training + refusals
 
     static let training: [ControlMessage] = assignments.map { ControlMessage.assign($0) } + stepReports.map { ControlMessage.stepDone($0) }

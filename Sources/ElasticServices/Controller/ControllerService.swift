@@ -17,6 +17,8 @@ public struct ControllerConfiguration: Sendable {
     public var channel = ChannelSettings()
     /// A job file (JSON) to run as soon as enough workers have joined.
     public var jobFile: URL?
+    /// `latest` or a checkpoint directory the job starts from (overrides `checkpoint.resume`).
+    public var restore: String?
 
     public init(listen: Endpoint, dataDirectory: URL) {
         self.listen = listen
@@ -61,9 +63,11 @@ public struct ControllerService: Service {
         defer { events.close() }
         let ledger = LedgerFile(file: paths.ledger)
         defer { ledger.close() }
+        var training: ControllerTraining?
+        if let job { training = try ControllerTraining(job: job, restore: configuration.restore, logger: self.logger) }
         let state = ControllerState(
             settings: configuration.membership, tokens: tokens, authority: authority, events: events, ledger: ledger,
-            job: job, baseDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
+            training: training, baseDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
             nodeCertificateLifetime: configuration.nodeCertificateLifetime, logger: logger)
 
         var channelSettings = configuration.channel

@@ -43,13 +43,13 @@ actor ControllerState {
     private let handOffTimeout: Duration = .seconds(30)
     private let baseDirectory: URL
 
-    init(settings: Membership.Settings, tokens: TokenStore, authority: CertificateAuthority, events: EventLog, ledger: LedgerFile, job: AcceptedJob?, baseDirectory: URL, nodeCertificateLifetime: TimeInterval, logger: Logger) {
+    init(settings: Membership.Settings, tokens: TokenStore, authority: CertificateAuthority, events: EventLog, ledger: LedgerFile, training: ControllerTraining?, baseDirectory: URL, nodeCertificateLifetime: TimeInterval, logger: Logger) {
         self.membership = Membership(settings: settings)
         self.tokens = tokens
         self.authority = authority
         self.events = events
         self.ledgerFile = ledger
-        self.training = job.map(ControllerTraining.init(job:))
+        self.training = training
         self.baseDirectory = baseDirectory
         self.nodeCertificateLifetime = nodeCertificateLifetime
         self.logger = logger
@@ -133,6 +133,12 @@ actor ControllerState {
         case (.node?, .stepAbandoned(let step, let reason)):
             logger.warning("\(connection.peer.name ?? "?") abandoned step \(step): \(reason)")
             trainingDirectives { $0.onStepAbandoned(node: NodeID(connection.peer.name ?? ""), generation: frame.generation, reason: reason) }
+        case (.node?, .checkpointWritten(let report)):
+            let node = NodeID(connection.peer.name ?? "")
+            checkpointDecision {
+                $0.onWritten(node: node, step: Int(report.step), stage: Int(report.stage), error: report.error.isEmpty ? nil : report.error,
+                             rawBytes: report.rawBytes, storedBytes: report.storedBytes)
+            }
         case (.node?, .trainingFailed(let reason)):
             logger.error("\(connection.peer.name ?? "?") cannot train: \(reason)")
             trainingDirectives { $0.onFailure(node: NodeID(connection.peer.name ?? ""), generation: frame.generation, reason: reason) }
@@ -226,6 +232,7 @@ actor ControllerState {
                 let members = live.map(\.node)
                 let memory = Dictionary(uniqueKeysWithValues: live.map { ($0.node, $0.capacity.memoryBytes) })
                 let leaving = Set(departing.keys)
+                checkpointDecision { $0.onMembership(live: Set(members)) }
                 trainingDirectives { $0.onMembership(members: members, generation: generation, memory: memory, departing: leaving) }
             case let .record(event):
                 events.record(event)
@@ -356,7 +363,12 @@ actor ControllerState {
             return
         }
         logger.info("accepted job '\(job.spec.name)': \(job.spec.model.layers.count) layers, batch \(job.spec.batch), \(job.spec.totalSteps(samples: job.samples)) steps on \(job.samples) samples")
-        training = ControllerTraining(job: job)
+        do {
+            training = try ControllerTraining(job: job, logger: logger)
+        } catch {
+            refuse(id, Refused(.badRequest, "\(error)"))
+            return
+        }
         send(id, .done(message: "job '\(job.spec.name)' accepted: \(job.spec.totalSteps(samples: job.samples)) steps"))
         trainingDirectives { $0.start() }
     }
@@ -377,13 +389,23 @@ actor ControllerState {
             case let .assign(plan, nextStep, transfers):
                 let copies = transfers.map { "stage \($0.stage) \($0.from)→\($0.to)" }.joined(separator: ", ")
                 logger.info("plan for generation \(plan.generation) from step \(nextStep): \(plan.summary)\(plan.spares.isEmpty ? "" : "; spares: " + plan.spares.map(\.value).joined(separator: " "))\(copies.isEmpty ? "" : "; state copies: " + copies)")
-                let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: job.json, nextStep: UInt64(nextStep), transfers: transfers)
+                let restore = training?.coordinator.restoreSource
+                if let restore { logger.info("every slot loads its layers from checkpoint \(restore)") }
+                let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: job.json, nextStep: UInt64(nextStep), transfers: transfers, restore: restore ?? "")
                 let outside = Set(transfers.map(\.from)).subtracting(plan.workers + plan.spares).sorted()
                 for node in plan.workers + plan.spares + outside { sendToMember(node, .assign(assignment), generation: plan.generation) }
             case let .startStep(step, generation):
                 for node in training?.coordinator.plan?.workers ?? [] { sendToMember(node, .startStep(step: UInt64(step)), generation: generation) }
             case let .commit(step, generation):
-                for node in training?.coordinator.plan?.workers ?? [] { sendToMember(node, .commit(step: UInt64(step)), generation: generation) }
+                guard let plan = training?.coordinator.plan else { continue }
+                for node in plan.workers { sendToMember(node, .commit(step: UInt64(step)), generation: generation) }
+                // After the commit on the same connections: the writers snapshot the state
+                // this commit produces.
+                let total = training?.coordinator.totalSteps ?? 0
+                checkpointDecision { $0.onCommitted(applied: step + 1, totalSteps: total, plan: plan) }
+            case let .rolledBack(toStep, fromStep, checkpoint):
+                logger.warning("every holder of a stage is gone: training goes back to checkpoint \(checkpoint) (step \(toStep)); steps \(toStep)…\(fromStep - 1) are computed again")
+                ledgerFile.appendRollback(toStep: toStep, fromStep: fromStep, checkpoint: checkpoint, job: job.spec.name)
             case let .record(entry):
                 ledgerFile.append(entry, job: job.spec.name)
                 if !entry.replicasAgree {
@@ -426,6 +448,46 @@ actor ControllerState {
         logger.info("\(node) handed off its state and leaves")
         send(entry.connection, .done(message: "left the cluster at generation \(membership.generation)"))
         close(entry.connection, grace: .seconds(1))
+    }
+
+    // MARK: - Checkpoints
+
+    /// Runs one input through the checkpoint schedule and carries out its decision.
+    private func checkpointDecision(_ input: (inout CheckpointSchedule) -> CheckpointSchedule.Decision?) {
+        guard var keeper = training?.checkpoints else { return }
+        let decision = input(&keeper.schedule)
+        training?.checkpoints = keeper
+        guard let decision, let current = training else { return }
+        switch decision {
+        case let .request(step, writers):
+            training?.checkpoints?.requestedAt = MonotonicClock.now()
+            let generation = current.coordinator.plan?.generation ?? membership.generation
+            for (_, node) in writers.sorted(by: { $0.key < $1.key }) { sendToMember(node, .checkpoint(step: UInt64(step)), generation: generation) }
+        case let .skipped(step, reason):
+            logger.warning("checkpoint of step \(step) skipped: \(reason)")
+        case let .abandoned(step, reason):
+            logger.warning("checkpoint of step \(step) abandoned: \(reason)")
+        case let .complete(pending):
+            do {
+                let summary = try keeper.commit(pending, job: current.job, plan: current.coordinator.plan)
+                let took = keeper.requestedAt.map { MonotonicClock.now().since($0).shortDescription } ?? "?"
+                training?.checkpoints?.schedule.onCommitted(checkpoint: pending.step, path: summary.path)
+                training?.checkpoints?.written.append(summary)
+                training?.coordinator.onCheckpoint(step: pending.step, path: summary.path)
+                logger.info("checkpoint of step \(pending.step) committed in \(took): \(summary.path), \(summary.rawBytes >> 10) KiB → \(summary.storedBytes >> 10) KiB (ratio \(String(format: "%.3f", summary.ratio)))")
+                let (store, keep, logger) = (keeper.store, keeper.keep, self.logger)
+                Task.detached(priority: .utility) {
+                    do {
+                        let report = try store.prune(keep: keep)
+                        if !report.removed.isEmpty { logger.info("checkpoint retention (keep \(keep)): removed \(report.removed.joined(separator: ", "))") }
+                    } catch {
+                        logger.error("checkpoint retention failed: \(error)")
+                    }
+                }
+            } catch {
+                logger.error("checkpoint of step \(pending.step) could not be committed: \(error)")
+            }
+        }
     }
 
     private func sendToMember(_ node: NodeID, _ message: ControlMessage, generation: Generation) {

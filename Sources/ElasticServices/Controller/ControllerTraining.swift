@@ -31,6 +31,16 @@ struct AcceptedJob: Sendable {
         if let baseDirectory, !spec.data.path.hasPrefix("/") {
             spec.data.path = baseDirectory.appendingPathComponent(spec.data.path).standardizedFileURL.path
         }
+        if var checkpoint = spec.checkpoint {
+            // Workers write where the controller commits: one absolute path for all.
+            let directory = checkpoint.directory ?? JobSpec.Checkpoint.defaultDirectory
+            let base = baseDirectory ?? URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+            checkpoint.directory = directory.hasPrefix("/") ? directory : base.appendingPathComponent(directory).standardizedFileURL.path
+            if let resume = checkpoint.resume, resume != "latest", !resume.hasPrefix("/") {
+                checkpoint.resume = base.appendingPathComponent(resume).standardizedFileURL.path
+            }
+            spec.checkpoint = checkpoint
+        }
         let dataset: Dataset
         do {
             dataset = try Dataset.open(spec.data.path)
@@ -87,6 +97,16 @@ final class LedgerFile: @unchecked Sendable {
         try? handle?.write(contentsOf: data + Data("\n".utf8))
     }
 
+    /// Training went back to a checkpoint: the steps from `toStep` on are committed again.
+    func appendRollback(toStep: Int, fromStep: Int, checkpoint: String, job: String) {
+        let fields: [String: Any] = [
+            "job": job, "rollbackTo": toStep, "rolledBackFrom": fromStep, "checkpoint": checkpoint,
+            "time": formatter.string(from: Date()),
+        ]
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        try? handle?.write(contentsOf: data + Data("\n".utf8))
+    }
+
     func close() {
         try? handle?.synchronize()
         try? handle?.close()
@@ -97,12 +117,25 @@ final class LedgerFile: @unchecked Sendable {
 struct ControllerTraining {
     var coordinator: TrainingCoordinator
     let job: AcceptedJob
-    /// Where each worker's data plane listens, from its hello.
     var lastLog: Timestamp = .zero
+    /// Nil when the job takes no checkpoints.
+    var checkpoints: ControllerCheckpoints?
 
-    init(job: AcceptedJob) {
+    /// `restore`: `latest` or a checkpoint directory to start from (overrides the job's
+    /// `checkpoint.resume`).
+    init(job: AcceptedJob, restore: String? = nil, logger: Logger) throws {
         self.job = job
         self.coordinator = TrainingCoordinator(job: job.spec, samples: job.samples)
+        self.checkpoints = ControllerCheckpoints(job: job.spec)
+        if let request = restore ?? job.spec.checkpoint?.resume {
+            let found = try ControllerCheckpoints.findResume(request, job: job.spec, store: checkpoints?.store, logger: logger)
+            coordinator.resume(from: found.step, path: found.path)
+            checkpoints?.schedule.onCommitted(checkpoint: found.step, path: found.path)
+            logger.info("job '\(job.spec.name)' resumes from checkpoint \(found.path) (step \(found.step) of \(coordinator.totalSteps))")
+        } else if let store = checkpoints?.store, let newest = try? store.list().last {
+            // A fresh run would collide with these step directories (and hide them behind its own).
+            throw ElasticError("checkpoint.directory \(store.root) already holds checkpoints (newest: step \(newest.step)); resume from them with --restore latest (or checkpoint.resume), or point checkpoint.directory somewhere else")
+        }
     }
 
     func status() -> TrainingStatus {

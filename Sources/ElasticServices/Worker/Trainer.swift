@@ -33,6 +33,8 @@ actor Trainer {
     private var order: (epoch: Int, permutation: [Int32])?
     private var stepTask: Task<Void, Never>?
     private var assignTask: Task<Void, Never>?
+    /// The checkpoint step whose part this worker is writing in the background, if any.
+    private var checkpointWriting: UInt64?
 
     init(dataPlane: DataPlane, node: NodeID, logger: Logger, report: @escaping @Sendable (ControlMessage, Generation) -> Void) {
         self.dataPlane = dataPlane
@@ -65,6 +67,8 @@ actor Trainer {
             stepTask = Task { await self.runStep(step, plan: plan) }
         case .commit(let step):
             commit(step)
+        case .checkpoint(let step):
+            startCheckpoint(step, generation: generation)
         default:
             return false
         }
@@ -119,12 +123,16 @@ actor Trainer {
                 let bytes = blobs.reduce(0) { $0 + $1.count }
                 logger.info("copied layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from \(incoming.from) in \((ContinuousClock.now - started).shortDescription)")
             } else if stage == nil || heldLayers != layers {
-                guard assignment.nextStep == 0 else {
-                    throw ElasticError("this worker holds no state of layers \(layers) at step \(assignment.nextStep) and the plan names no source")
+                if !assignment.restore.isEmpty {
+                    try restore(layers, from: assignment.restore, step: assignment.nextStep, job: job)
+                } else {
+                    guard assignment.nextStep == 0 else {
+                        throw ElasticError("this worker holds no state of layers \(layers) at step \(assignment.nextStep) and the plan names no source")
+                    }
+                    stage = job.initialStage(layers)
+                    heldLayers = layers
+                    appliedSteps = 0
                 }
-                stage = job.initialStage(layers)
-                heldLayers = layers
-                appliedSteps = 0
             }
             guard self.plan?.generation == plan.generation, !Task.isCancelled else { return }
             report(.ready, plan.generation)
@@ -139,6 +147,69 @@ actor Trainer {
             logger.error("cannot take part in generation \(plan.generation): \(error)")
             report(.trainingFailed(reason: "\(error)"), plan.generation)
         }
+    }
+
+    /// Loads `layers` from the checkpoint directory `path` (every blob verified), written after
+    /// exactly `step` steps.
+    private func restore(_ layers: Range<Int>, from path: String, step: UInt64, job: JobSpec) throws {
+        let started = ContinuousClock.now
+        let loaded = try CheckpointReader.load(directory: path, layers: Set(layers))
+        guard loaded.manifest.step == Int(step) else {
+            throw ElasticError("checkpoint \(path) holds step \(loaded.manifest.step), the plan resumes at step \(step)")
+        }
+        let ordered = loaded.layers.sorted { $0.index < $1.index }
+        guard ordered.map(\.index) == Array(layers), ordered.map(\.state.spec) == Array(job.modelSpec.layers[layers]) else {
+            throw ElasticError("checkpoint \(path) does not hold layers \(layers.lowerBound)-\(layers.upperBound - 1) of this job's model")
+        }
+        stage = Stage(layers: try ordered.map { try Layer(state: $0.state) })
+        heldLayers = layers
+        appliedSteps = step
+        let bytes = ordered.reduce(0) { $0 + $1.state.tensors.reduce(0) { $0 + $1.values.count * 4 } }
+        logger.info("restored layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from checkpoint \(path) (step \(step)) in \((ContinuousClock.now - started).shortDescription)")
+    }
+
+    // MARK: - Checkpoints
+
+    /// The controller asks for this stage's part of the checkpoint at `step` (steps applied):
+    /// the layers are snapshotted now (the arrays are shared until the next update writes them)
+    /// and written in the background; the step loop is not held up.
+    private func startCheckpoint(_ step: UInt64, generation: Generation) {
+        let stageIndex = UInt32(clamping: slot?.stage ?? 0)
+        func refuse(_ reason: String) {
+            self.logger.warning("checkpoint of step \(step) not written: \(reason)")
+            self.report(.checkpointWritten(CheckpointWritten(step: step, stage: stageIndex, error: reason)), generation)
+        }
+        guard let job, let stage, let heldLayers, slot != nil else { return refuse("this worker holds no stage") }
+        guard appliedSteps == step else { return refuse("this worker's state is at step \(appliedSteps), not \(step)") }
+        guard let settings = job.checkpoint, let directory = settings.directory else { return refuse("the job has no checkpoint directory") }
+        if let writing = checkpointWriting { return refuse("the checkpoint of step \(writing) is still being written") }
+        let snapshot = stage.layers.enumerated().map { LayerCheckpoint(index: heldLayers.lowerBound + $0.offset, state: $0.element.state) }
+        let options = CheckpointWriteOptions(
+            level: Int32(settings.level ?? Int(CheckpointWriteOptions.defaultLevel)),
+            shuffle: settings.shuffle.flatMap(CheckpointWriteOptions.ShufflePolicy.init(rawValue:)) ?? .auto,
+            compressionThreads: settings.threads ?? 0)
+        checkpointWriting = step
+        let (logger, report) = (self.logger, self.report)
+        Task.detached(priority: .utility) { [weak self] in
+            let started = ContinuousClock.now
+            var message = CheckpointWritten(step: step, stage: stageIndex)
+            do {
+                let part = try CheckpointStore(root: directory).writeLayers(step: Int(step), part: "stage-\(stageIndex)", layers: snapshot, options: options)
+                message.rawBytes = UInt64(part.rawBytes)
+                message.storedBytes = UInt64(part.storedBytes)
+                message.writeTime = ContinuousClock.now - started
+                logger.info("checkpoint of step \(step): wrote layers \(snapshot.first?.index ?? 0)-\(snapshot.last?.index ?? 0) (\(part.rawBytes >> 10) KiB → \(part.storedBytes >> 10) KiB) in \(message.writeTime.shortDescription)")
+            } catch {
+                message.error = "\(error)"
+                logger.error("checkpoint of step \(step) failed: \(error)")
+            }
+            await self?.checkpointDone(step)
+            report(.checkpointWritten(message), generation)
+        }
+    }
+
+    private func checkpointDone(_ step: UInt64) {
+        if checkpointWriting == step { checkpointWriting = nil }
     }
 
     /// A peer's request for the state of `stage` at `step`: only a holder whose state is at
