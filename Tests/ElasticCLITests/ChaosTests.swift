@@ -2,8 +2,9 @@ import Foundation
 import Testing
 
 /// A bounded chaos run (issue 4, test 3): cluster/chaos with a fixed seed injects at least 10
-/// faults (SIGKILL, SIGSTOP/SIGCONT, joins, graceful leaves) while W1 trains on 2×2, then
-/// checks the invariants; its verdict must pass.
+/// faults (SIGKILL, SIGSTOP/SIGCONT, joins, graceful leaves and, as root, workers cut off in
+/// network namespaces) while W1 trains on 2×2 with checkpoints, then checks the invariants and
+/// that the latest checkpoint verifies; its verdict must pass.
 @Suite(.serialized, .timeLimit(.minutes(5)))
 struct ChaosTests {
     @Test func seededChaosRunKeepsTheInvariants() async throws {
@@ -24,7 +25,11 @@ struct ChaosTests {
         let end = clock.now + .seconds(240)
         while process.isRunning && clock.now < end { try await Task.sleep(for: .milliseconds(200)) }
         if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+            // SIGTERM lets the harness stop its cluster and remove its namespaces.
+            kill(process.processIdentifier, SIGTERM)
+            let grace = clock.now + .seconds(20)
+            while process.isRunning && clock.now < grace { try await Task.sleep(for: .milliseconds(200)) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
         let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
