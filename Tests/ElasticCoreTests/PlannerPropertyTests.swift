@@ -37,6 +37,50 @@ import Testing
         }
     }
 
+    /// Among the plans with the same stages and replicas (the optimal partition for P), the
+    /// re-plan moves the fewest bytes of layer state: compared with a brute force over every
+    /// assignment of the members to the slots, on small random clusters.
+    @Test func replanningMovesTheFewestBytes() throws {
+        let seed = TestSeed.make("planner fewest bytes")
+        var rng = SplitMix64(seed: seed)
+        var compared = 0
+        for round in 0..<150 {
+            let layers = 3 + Int(rng.next() % 3)
+            var job = PlanTests.job(layers: layers)
+            let stages = 1 + Int(rng.next() % 3)
+            job.plan = JobSpec.PlanRequest(stages: stages, replicas: 1 + Int(rng.next() % 3))
+            let first = (0..<(stages * job.plan!.replicas + Int(rng.next() % 2))).map { NodeID("n\($0)") }
+            guard case .success(let before) = Planner.plan(job: job, members: first, generation: 1) else { continue }
+            // Some members die, some join.
+            let survivors = first.filter { _ in rng.next() % 3 != 0 }
+            let members = survivors + (0..<Int(rng.next() % 3)).map { NodeID("new\($0)") }
+            guard members.count <= 7, case .success(let after) = Planner.plan(job: job, members: members, generation: 2, previous: Holders(before)),
+                  let copies = Planner.transfers(from: Holders(before), to: after) else { continue }
+            let bytes = before.stages.map { UInt64(Planner.stateBytes(job: job, layers: $0)) }
+            let moved = copies.reduce(UInt64(0)) { $0 + bytes[$1.stage] }
+            // Brute force: every way to put `after.replicas` members on each stage.
+            func cheapest(_ stage: Int, _ free: [NodeID]) -> UInt64? {
+                if stage == stages { return 0 }
+                var best: UInt64?
+                func choose(_ start: Int, _ picked: [NodeID]) {
+                    if picked.count == after.replicas {
+                        let rest = free.filter { !picked.contains($0) }
+                        let cost = UInt64(picked.filter { !before.nodes[stage].contains($0) }.count) * bytes[stage]
+                        if let tail = cheapest(stage + 1, rest) { best = min(best ?? .max, cost + tail) }
+                        return
+                    }
+                    for index in start..<free.count { choose(index + 1, picked + [free[index]]) }
+                }
+                choose(0, [])
+                return best
+            }
+            let optimum = try #require(cheapest(0, members), "seed \(seed) round \(round)")
+            #expect(moved == optimum, "seed \(seed) round \(round): the re-plan moves \(moved) bytes, \(optimum) is possible: \(before.summary) → \(after.summary)")
+            compared += 1
+        }
+        #expect(compared >= 50, "seed \(seed): only \(compared) re-plans compared")
+    }
+
     @Test func tenThousandMembers() throws {
         let members = (0..<10_000).map { NodeID(String(format: "node-%05d", $0)) }
         var job = PlanTests.job()
