@@ -118,9 +118,69 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public static let defaultDirectory = "checkpoints"
     }
 
-    /// Reserved for the gradient-compression issue; only `none` runs now.
+    /// How gradients cross the data-parallel group (docs/compression.md): a codec name and the
+    /// fields it takes. `{"codec": "topk", "fraction": 0.01}`, `{"codec": "powersgd", "rank": 4,
+    /// "warmupSteps": 10}`, `{"codec": "int8", "chunk": 512}`, `{"codec": "bf16"}`.
     public struct Compression: Codable, Sendable, Equatable {
+        public static let codecNames = ["none", "fp16", "bf16", "int8", "topk", "powersgd"]
+
+        /// none, fp16, bf16, int8, topk or powersgd.
         public var codec: String
+        /// int8 only: elements per scale (default 512).
+        public var chunk: Int?
+        /// topk only, required: the fraction of elements sent, in (0, 1].
+        public var fraction: Double?
+        /// powersgd only, required: the rank r, 1 to 1024.
+        public var rank: Int?
+        /// powersgd only: steps at the start of the job that cross uncompressed (default 0).
+        public var warmupSteps: Int?
+        /// Tensors with fewer elements cross uncompressed (default 4096; 0 compresses all).
+        public var minimumElements: Int?
+
+        public init(codec: String, chunk: Int? = nil, fraction: Double? = nil, rank: Int? = nil,
+                    warmupSteps: Int? = nil, minimumElements: Int? = nil) {
+            self.codec = codec
+            self.chunk = chunk
+            self.fraction = fraction
+            self.rank = rank
+            self.warmupSteps = warmupSteps
+            self.minimumElements = minimumElements
+        }
+
+        /// Why the settings cannot run, naming the field as `compression.<field>`; nil when valid.
+        public func problem() -> String? {
+            guard Self.codecNames.contains(codec) else {
+                return "compression.codec: '\(codec)' is not one of \(Self.codecNames.joined(separator: ", "))"
+            }
+            // A field another codec takes is a mistake worth naming, not something to ignore.
+            let owners: [(field: String, present: Bool, codec: String)] = [
+                ("chunk", chunk != nil, "int8"), ("fraction", fraction != nil, "topk"),
+                ("rank", rank != nil, "powersgd"), ("warmupSteps", warmupSteps != nil, "powersgd"),
+            ]
+            for owner in owners where owner.present && owner.codec != codec {
+                return "compression.\(owner.field): only the \(owner.codec) codec takes it (codec is \(codec))"
+            }
+            if let chunk, !(1...(1 << 24)).contains(chunk) {
+                return "compression.chunk: must be between 1 and \(1 << 24) elements per scale (got \(chunk))"
+            }
+            if codec == "topk" {
+                guard let fraction else { return "compression.fraction: topk needs the fraction of elements to send, e.g. 0.01" }
+                guard fraction.isFinite, fraction > 0, fraction <= 1 else {
+                    return "compression.fraction: must be in (0, 1] (got \(fraction))"
+                }
+            }
+            if codec == "powersgd" {
+                guard let rank else { return "compression.rank: powersgd needs a rank, e.g. 4" }
+                guard (1...1024).contains(rank) else { return "compression.rank: must be between 1 and 1024 (got \(rank))" }
+            }
+            if let warmupSteps, warmupSteps < 0 {
+                return "compression.warmupSteps: must not be negative (got \(warmupSteps))"
+            }
+            if let minimumElements, minimumElements < 0 {
+                return "compression.minimumElements: must not be negative (got \(minimumElements))"
+            }
+            return nil
+        }
     }
 
     public var name: String
@@ -224,9 +284,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
             if let threads = checkpoint.threads, !(0...64).contains(threads) { return "checkpoint.threads: must be between 0 and 64" }
             if let resume = checkpoint.resume, resume.isEmpty { return "checkpoint.resume: use latest or a checkpoint directory" }
         }
-        if let compression, compression.codec != "none" {
-            return "compression.codec: '\(compression.codec)' is not available yet (only none)"
-        }
+        if let compression, let problem = compression.problem() { return problem }
         return nil
     }
 

@@ -99,3 +99,27 @@ public enum RingAllReduce {
         return stride(from: range.lowerBound, to: range.upperBound, by: size).map { $0..<min($0 + size, range.upperBound) }
     }
 }
+
+/// Which message of a step's gradient exchange a byte payload is: the exchange group (the
+/// tensors that cross together, numbered the same on every replica), the phase and round of
+/// the ring, and the offset of the chunk (in elements) or the replica whose payload it is.
+public struct ExchangeKey: Hashable, Sendable {
+    public var group: UInt32
+    public var phase: UInt8
+    public var round: UInt32
+    public var offset: UInt32
+
+    public init(group: UInt32, phase: UInt8, round: UInt32, offset: UInt32) {
+        self.group = group
+        self.phase = phase
+        self.round = round
+        self.offset = offset
+    }
+}
+
+/// The byte-payload ring of a compressed gradient exchange: send to the next replica, receive
+/// by key what the previous one sent.
+public protocol ExchangeLink: Sendable {
+    func send(_ key: ExchangeKey, _ bytes: [UInt8]) async throws
+    func receive(_ key: ExchangeKey) async throws -> [UInt8]
+}

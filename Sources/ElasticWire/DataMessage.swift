@@ -16,6 +16,9 @@ public enum DataMessage: Sendable, Equatable {
     case stateRequest(stage: UInt32, step: UInt64)
     /// The state: the layers of the stage, each an opaque blob (ElasticServices' layer codec).
     case stateReply(stage: UInt32, step: UInt64, layers: [[UInt8]])
+    /// Replica r → replica r+1 of the same stage: a payload of a compressed gradient exchange
+    /// (encoded ring chunk, sparse gradient, PowerSGD factor), opaque to the wire.
+    case exchange(step: UInt64, key: ExchangeKey, bytes: [UInt8])
 
     /// A micro-batch tensor in flight.
     public struct Tensor: Sendable, Equatable {
@@ -35,7 +38,7 @@ public enum DataMessage: Sendable, Equatable {
     }
 
     public enum Kind: UInt8, Sendable {
-        case hello = 64, activation, gradient, ring, stateRequest, stateReply
+        case hello = 64, activation, gradient, ring, stateRequest, stateReply, exchange
     }
 
     /// The largest frame on the data plane.
@@ -71,6 +74,14 @@ public enum DataMessage: Sendable, Equatable {
             writer.write(step)
             writer.write(count: layers.count)
             for layer in layers { writer.write(bytes: layer) }
+        case .exchange(let step, let key, let bytes):
+            kind = .exchange
+            writer.write(step)
+            writer.write(key.group)
+            writer.write(key.phase)
+            writer.write(key.round)
+            writer.write(key.offset)
+            writer.write(bytes: bytes)
         }
         return Frame(kind: kind.rawValue, generation: generation, payload: writer.bytes)
     }
@@ -113,6 +124,10 @@ public enum DataMessage: Sendable, Equatable {
             var layers: [[UInt8]] = []
             for _ in 0..<count { layers.append(try reader.readBytes(limit: DataMessage.maximumFrameSize)) }
             self = .stateReply(stage: stage, step: step, layers: layers)
+        case .exchange:
+            let step = try reader.read(UInt64.self)
+            let key = ExchangeKey(group: try reader.read(UInt32.self), phase: try reader.read(UInt8.self), round: try reader.read(UInt32.self), offset: try reader.read(UInt32.self))
+            self = .exchange(step: step, key: key, bytes: try reader.readBytes(limit: DataMessage.maximumFrameSize))
         }
         try reader.expectEnd()
     }

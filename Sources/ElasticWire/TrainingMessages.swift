@@ -185,13 +185,21 @@ public struct StepReport: WireCodable {
     public var stateChecksum: UInt64
     /// Time spent computing and all-reducing, for throughput figures.
     public var computeTime: Duration
+    /// Bytes of this step's gradient exchange: sent, received, and what an uncompressed float32
+    /// ring would have sent (0 without data parallelism).
+    public var bytesSent: UInt64
+    public var bytesReceived: UInt64
+    public var uncompressedBytes: UInt64
 
-    public init(step: UInt64, lossSum: Double, samples: UInt32, stateChecksum: UInt64, computeTime: Duration) {
+    public init(step: UInt64, lossSum: Double, samples: UInt32, stateChecksum: UInt64, computeTime: Duration, bytesSent: UInt64 = 0, bytesReceived: UInt64 = 0, uncompressedBytes: UInt64 = 0) {
         self.step = step
         self.lossSum = lossSum
         self.samples = samples
         self.stateChecksum = stateChecksum
         self.computeTime = computeTime
+        self.bytesSent = bytesSent
+        self.bytesReceived = bytesReceived
+        self.uncompressedBytes = uncompressedBytes
     }
 
     public func encode(to writer: inout WireWriter) {
@@ -200,6 +208,9 @@ public struct StepReport: WireCodable {
         writer.write(samples)
         writer.write(stateChecksum)
         writer.write(UInt64(clamping: computeTime.milliseconds))
+        writer.write(bytesSent)
+        writer.write(bytesReceived)
+        writer.write(uncompressedBytes)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -209,6 +220,9 @@ public struct StepReport: WireCodable {
         samples = try reader.read(UInt32.self)
         stateChecksum = try reader.read(UInt64.self)
         computeTime = try reader.readMilliseconds()
+        bytesSent = try reader.read(UInt64.self)
+        bytesReceived = try reader.read(UInt64.self)
+        uncompressedBytes = try reader.read(UInt64.self)
     }
 }
 
@@ -259,7 +273,42 @@ public struct TrainingStatus: WireCodable {
         }
     }
 
-    public init(job: String, phase: String, detail: String, committedSteps: UInt64, totalSteps: UInt64, lastLoss: Double, samplesPerSecond: Double, plan: String, recent: [Entry]) {
+    /// Each slot's gradient exchange in the last committed step.
+    public var traffic: [Traffic]
+
+    public struct Traffic: WireCodable {
+        public var node: NodeID
+        public var bytesSent: UInt64
+        public var bytesReceived: UInt64
+        public var uncompressedBytes: UInt64
+
+        public init(node: NodeID, bytesSent: UInt64, bytesReceived: UInt64, uncompressedBytes: UInt64) {
+            self.node = node
+            self.bytesSent = bytesSent
+            self.bytesReceived = bytesReceived
+            self.uncompressedBytes = uncompressedBytes
+        }
+
+        /// Uncompressed over sent bytes (1 when nothing was sent).
+        public var ratio: Double { bytesSent == 0 ? 1 : Double(uncompressedBytes) / Double(bytesSent) }
+
+        public func encode(to writer: inout WireWriter) {
+            writer.write(node.value)
+            writer.write(bytesSent)
+            writer.write(bytesReceived)
+            writer.write(uncompressedBytes)
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            node = NodeID(try reader.readString(limit: 64))
+            bytesSent = try reader.read(UInt64.self)
+            bytesReceived = try reader.read(UInt64.self)
+            uncompressedBytes = try reader.read(UInt64.self)
+        }
+    }
+
+    public init(job: String, phase: String, detail: String, committedSteps: UInt64, totalSteps: UInt64, lastLoss: Double, samplesPerSecond: Double, plan: String, recent: [Entry], traffic: [Traffic] = []) {
+        self.traffic = traffic
         self.job = job
         self.phase = phase
         self.detail = detail
@@ -281,6 +330,7 @@ public struct TrainingStatus: WireCodable {
         writer.write(samplesPerSecond)
         writer.write(plan)
         writer.write(list: recent)
+        writer.write(list: traffic)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -293,5 +343,6 @@ public struct TrainingStatus: WireCodable {
         samplesPerSecond = try reader.read(Double.self)
         plan = try reader.readString(limit: 64 << 10)
         recent = try reader.readList(minimumItemSize: 33)
+        traffic = try reader.readList(minimumItemSize: 28)
     }
 }

@@ -123,6 +123,9 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 64,                                    // samples
             0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, // state checksum
             0, 0, 0, 0, 0, 0, 0x05, 0xDC,                   // compute time: 1500 whole ms
+            0, 0, 0, 0, 0, 0, 0, 0,                         // gradient bytes sent
+            0, 0, 0, 0, 0, 0, 0, 0,                         // received
+            0, 0, 0, 0, 0, 0, 0, 0,                         // uncompressed equivalent
         ])
     }
 
@@ -300,6 +303,7 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 0, 0, 0, 0, 8,                         //   next sample
             0x3F, 0xE0, 0, 0, 0, 0, 0, 0,                   //   loss
             1,                                              //   replicas agree
+            0, 0, 0, 0,                                     // no traffic rows
         ])
         #expect(try ControlMessage(frame: Frame(kind: 33, generation: 1, payload: withBytes)) == .statusReply(with))
     }
@@ -379,6 +383,7 @@ struct ControlMessageRoundTripTests {
         func report(milliseconds: UInt64) -> Frame {
             frame(.stepDone, payload {
                 $0.write(UInt64(1)); $0.write(1.0); $0.write(UInt32(1)); $0.write(UInt64(0)); $0.write(milliseconds)
+                $0.write(UInt64(0)); $0.write(UInt64(0)); $0.write(UInt64(0))
             })
         }
         for tooLong in [UInt64(Int64.max / 1_000_000) + 1, UInt64(1) << 60, .max] {

@@ -52,6 +52,8 @@ enum DataSamples {
         .stateReply(stage: 1, step: 42, layers: [blob(count: 37, seed: 7)]),
         .stateReply(stage: .max, step: .max, layers: [[], [0xFF, 0, 0, 0, 0x7F], blob(count: 200, seed: 8)]),
         .stateReply(stage: 3, step: 1, layers: [[]]),
+        .exchange(step: 7, key: ExchangeKey(group: 0, phase: 1, round: 0, offset: 0), bytes: []),
+        .exchange(step: .max, key: ExchangeKey(group: .max, phase: 3, round: 2, offset: 1 << 20), bytes: blob(count: 91, seed: 5)),
     ]
 
     static let all: [DataMessage] = small + [
@@ -75,6 +77,7 @@ extension DataMessage {
         case .ring: .ring
         case .stateRequest: .stateRequest
         case .stateReply: .stateReply
+        case .exchange: .exchange
         }
     }
 }
@@ -84,7 +87,7 @@ extension DataMessage {
 @Suite("DataMessage round trips")
 struct DataMessageRoundTripTests {
     @Test func samplesCoverEveryKindAndPhase() {
-        #expect(Set(DataSamples.small.map(\.sampleKind.rawValue)) == Set(64...69))
+        #expect(Set(DataSamples.small.map(\.sampleKind.rawValue)) == Set(64...70))
         let phases: [RingChunk.Phase] = DataSamples.small.compactMap { if case .ring(_, let chunk) = $0 { chunk.phase } else { nil } }
         #expect(Set(phases) == [.reduceScatter, .allGather])
         // State replies of 0, 1 and 3 layers, an empty layer among them, and a ~100 KB one.
@@ -120,6 +123,10 @@ struct DataMessageRoundTripTests {
         // State requests: 4 + 8. Replies: 4 + 8, a count, a 4-byte length per layer and its bytes.
         #expect(DataMessage.stateRequest(stage: 0, step: 0).frame(generation: 1).payload.count == 12)
         #expect(DataMessage.stateReply(stage: 0, step: 0, layers: []).frame(generation: 1).payload.count == 16)
+        // An exchange payload: step (8), group (4), phase (1), round (4), offset (4), then the bytes.
+        #expect(DataMessage.exchange(step: 2, key: ExchangeKey(group: 1, phase: 2, round: 3, offset: 4), bytes: [9]).frame(generation: 1).payload == [
+            0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 1, 9,
+        ])
         #expect(DataMessage.stateReply(stage: 0, step: 0, layers: [[], [1], DataSamples.largeBlob]).frame(generation: 1).payload.count
                 == 16 + 4 + 5 + 4 + (100 << 10))
     }
@@ -255,7 +262,7 @@ struct DataMessageRoundTripTests {
             switch decoded {
             case .activation(let t), .gradient(let t): #expect(t.values.map(\.bitPattern) == patterns)
             case .ring(_, let chunk): #expect(chunk.values.map(\.bitPattern) == patterns)
-            case .hello, .stateRequest, .stateReply: Issue.record("decoded \(decoded)")
+            case .hello, .stateRequest, .stateReply, .exchange: Issue.record("decoded \(decoded)")
             }
             #expect(decoded.frame(generation: 2) == frame)
         }
@@ -480,7 +487,7 @@ struct DataMessageRejectionTests {
     }
 
     @Test func anUnknownKindIsRefused() {
-        for kind: UInt8 in [0, 1, 48, 54, 63, 70, 71, 0x80, 0xFF] {
+        for kind: UInt8 in [0, 1, 48, 54, 63, 71, 72, 0x80, 0xFF] {
             for body in [[], ringPayload(), tensorPayload(rows: 1, columns: 1, values: [1])] as [[UInt8]] {
                 let error = expectWireError(.unknownMessageKind, "kind \(kind)") { () throws(WireError) in
                     try DataMessage(frame: Frame(kind: kind, generation: 1, payload: body))

@@ -193,7 +193,8 @@ struct MessageRejectionTests {
         }
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status(count: 2, entryBytes: 65)) }
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status(count: Int(UInt32.max), entryBytes: 33)) }
-        #expect(throws: Never.self) { try ControlMessage(frame: status(count: 2, entryBytes: 66)) }
+        // (66 bytes of entries, then an empty traffic list.)
+        #expect(throws: Never.self) { try ControlMessage(frame: status(count: 2, entryBytes: 70)) }
         // A replicas-agree flag other than 0 or 1.
         var bad = status(count: 1, entryBytes: 33)
         bad.payload[bad.payload.count - 1] = 2

@@ -36,6 +36,16 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var samplesPerSecond: Double
         public var plan: String
         public var recent: [Step]
+        /// Each slot's gradient exchange in its last step: bytes sent and received, and the
+        /// ratio of an uncompressed float32 ring's bytes to those sent.
+        public var traffic: [Traffic]
+
+        public struct Traffic: Codable, Sendable, Equatable {
+            public var node: String
+            public var bytesSent: UInt64
+            public var bytesReceived: UInt64
+            public var compressionRatio: Double
+        }
     }
 
     public var generation: UInt64
@@ -63,7 +73,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
                 job: training.job, phase: training.phase, detail: training.detail, committedSteps: training.committedSteps,
                 totalSteps: training.totalSteps, lastLoss: training.lastLoss.isFinite ? training.lastLoss : nil,
                 samplesPerSecond: training.samplesPerSecond, plan: training.plan,
-                recent: training.recent.map { Training.Step(step: $0.step, epoch: $0.epoch, nextSample: $0.nextSample, loss: $0.loss, replicasAgree: $0.replicasAgree) })
+                recent: training.recent.map { Training.Step(step: $0.step, epoch: $0.epoch, nextSample: $0.nextSample, loss: $0.loss, replicasAgree: $0.replicasAgree) },
+                traffic: training.traffic.map { Training.Traffic(node: $0.node.value, bytesSent: $0.bytesSent, bytesReceived: $0.bytesReceived, compressionRatio: $0.ratio) })
         }
     }
 
@@ -97,6 +108,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
             lines.append("job \(training.job): \(training.phase)\(training.detail.isEmpty ? "" : " — " + training.detail)")
             lines.append("  step \(training.committedSteps)/\(training.totalSteps) · loss \(training.lastLoss.map { String(format: "%.6f", $0) } ?? "-") · \(String(format: "%.0f", training.samplesPerSecond)) samples/s")
             if !training.plan.isEmpty { lines.append("  plan \(training.plan)") }
+            let exchanging = training.traffic.filter { $0.bytesSent > 0 }
+            if !exchanging.isEmpty {
+                let sent = exchanging.map(\.bytesSent).reduce(0, +) / UInt64(exchanging.count)
+                let received = exchanging.map(\.bytesReceived).reduce(0, +) / UInt64(exchanging.count)
+                let ratio = exchanging.map(\.compressionRatio).reduce(0, +) / Double(exchanging.count)
+                lines.append("  gradient exchange per step and worker: \(byteCount(sent)) sent, \(byteCount(received)) received, \(String(format: "%.1f", ratio))× fewer bytes than float32")
+            }
         }
         return lines.joined(separator: "\n")
     }
@@ -149,4 +167,16 @@ func formatTable(_ rows: [[String]]) -> [String] {
             index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
         }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
     }
+}
+
+/// 1536 → "1.5 KiB".
+func byteCount(_ bytes: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f ", value) + units[unit]
 }

@@ -127,6 +127,7 @@ actor ControllerState {
                 refuse(id, refused(refusal))
                 return
             }
+            training?.traffic[node] = TrainingStatus.Traffic(node: node, bytesSent: report.bytesSent, bytesReceived: report.bytesReceived, uncompressedBytes: report.uncompressedBytes)
             trainingDirectives {
                 $0.onStepDone(node: node, step: Int(report.step), generation: frame.generation, report: .init(lossSum: report.lossSum, samples: Int(report.samples), stateChecksum: report.stateChecksum), now: now)
             }

@@ -120,6 +120,8 @@ struct ControllerTraining {
     var lastLog: Timestamp = .zero
     /// Nil when the job takes no checkpoints.
     var checkpoints: ControllerCheckpoints?
+    /// Each slot's gradient exchange in its last reported step.
+    var traffic: [NodeID: TrainingStatus.Traffic] = [:]
 
     /// `restore`: `latest` or a checkpoint directory to start from (overrides the job's
     /// `checkpoint.resume`).
@@ -147,7 +149,8 @@ struct ControllerTraining {
             job: job.spec.name, phase: coordinator.phase.name, detail: coordinator.phase.detail,
             committedSteps: UInt64(ledger.count), totalSteps: UInt64(coordinator.totalSteps),
             lastLoss: ledger.last?.loss ?? .nan, samplesPerSecond: samplesPerSecond(),
-            plan: coordinator.plan?.summary ?? "", recent: Array(recent))
+            plan: coordinator.plan?.summary ?? "", recent: Array(recent),
+            traffic: (coordinator.plan?.workers ?? []).compactMap { traffic[$0] })
     }
 
     /// Throughput over the last (up to) 20 committed steps.

@@ -14,6 +14,12 @@ struct TensorKey: Hashable, Sendable {
     var microBatch: UInt32
 }
 
+struct ExchangeMailKey: Hashable, Sendable {
+    var generation: Generation
+    var step: UInt64
+    var key: ExchangeKey
+}
+
 struct RingKey: Hashable, Sendable {
     var generation: Generation
     var step: UInt64
@@ -54,6 +60,7 @@ actor DataPlane {
     let activations = Mailbox<TensorKey, DataMessage.Tensor>()
     let gradients = Mailbox<TensorKey, DataMessage.Tensor>()
     let ring = Mailbox<RingKey, [Float]>()
+    let exchanges = Mailbox<ExchangeMailKey, [UInt8]>()
     /// State copies received, by stage.
     let states = Mailbox<UInt32, [[UInt8]]>()
     /// Answers a peer's request for a stage's state at a step (set by the trainer).
@@ -118,10 +125,12 @@ actor DataPlane {
         await activations.fail(stale)
         await gradients.fail(stale)
         await ring.fail(stale)
+        await exchanges.fail(stale)
         await states.fail(stale)
         await activations.reset()
         await gradients.reset()
         await ring.reset()
+        await exchanges.reset()
         await states.reset()
         self.generation = generation
         needed = peers.union(transient)
@@ -159,6 +168,7 @@ actor DataPlane {
         await activations.fail(error)
         await gradients.fail(error)
         await ring.fail(error)
+        await exchanges.fail(error)
         await states.fail(error)
     }
 
@@ -310,6 +320,8 @@ actor DataPlane {
             }
         case .stateReply(let stage, _, let layers):
             await states.deliver(layers, for: stage)
+        case .exchange(let step, let key, let bytes):
+            await exchanges.deliver(bytes, for: ExchangeMailKey(generation: linkGeneration, step: step, key: key))
         }
         return true
     }
@@ -339,5 +351,21 @@ struct DataPlaneRingLink: RingLink {
 
     func receive(_ key: RingChunk.Key) async throws -> [Float] {
         try await plane.ring.take(RingKey(generation: generation, step: step, chunk: key))
+    }
+}
+
+/// The compressed gradient exchange of one stage's replicas for one step, over the data plane.
+struct DataPlaneExchangeLink: ExchangeLink {
+    let plane: DataPlane
+    let next: NodeID
+    let step: UInt64
+    let generation: Generation
+
+    func send(_ key: ExchangeKey, _ bytes: [UInt8]) async throws {
+        try await plane.send(.exchange(step: step, key: key, bytes: bytes), to: next, generation: generation)
+    }
+
+    func receive(_ key: ExchangeKey) async throws -> [UInt8] {
+        try await plane.exchanges.take(ExchangeMailKey(generation: generation, step: step, key: key))
     }
 }

@@ -35,6 +35,13 @@ actor Trainer {
     private var assignTask: Task<Void, Never>?
     /// The checkpoint step whose part this worker is writing in the background, if any.
     private var checkpointWriting: UInt64?
+    /// How gradients cross the replicas of the stage, and the codec state of the held layers
+    /// after the last committed step; the state a computed step leads to waits for its commit.
+    private var compression: GradientCompression = .none
+    private var compressor: StageCompressor?
+    private var pendingCompressor: StageCompressor?
+    /// The gradient exchange of the last computed step.
+    private var lastTraffic = ExchangeTraffic()
 
     init(dataPlane: DataPlane, node: NodeID, logger: Logger, report: @escaping @Sendable (ControlMessage, Generation) -> Void) {
         self.dataPlane = dataPlane
@@ -80,8 +87,10 @@ actor Trainer {
     private func assign(_ assignment: Assignment) async {
         let plan = assignment.plan
         stepTask?.cancel()
-        // A step that did not commit is abandoned: its gradients were never applied.
+        // A step that did not commit is abandoned: its gradients were never applied, and its
+        // codec state is dropped with it.
         pendingStep = nil
+        pendingCompressor = nil
         do {
             try prepareJob(assignment.jobJSON)
             guard let job else { return }
@@ -114,17 +123,19 @@ actor Trainer {
                 try await dataPlane.send(.stateRequest(stage: UInt32(incoming.stage), step: assignment.nextStep), to: incoming.from, generation: plan.generation)
                 let blobs = try await dataPlane.states.take(UInt32(incoming.stage))
                 let received = try blobs.map(LayerStateCodec.decode)
-                guard received.map(\.spec) == Array(job.modelSpec.layers[layers]) else {
+                guard received.map(\.layer.spec) == Array(job.modelSpec.layers[layers]) else {
                     throw ElasticError("the state \(incoming.from) sent does not have the layers \(layers) of this job")
                 }
-                stage = Stage(layers: received)
+                stage = Stage(layers: received.map(\.layer))
                 heldLayers = layers
                 appliedSteps = assignment.nextStep
+                // The codec state moves with the layers, but a residual is the sender's own.
+                try resetCompressor(job: job, layers: layers, importing: received.map(\.extras), keepResiduals: false)
                 let bytes = blobs.reduce(0) { $0 + $1.count }
                 logger.info("copied layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from \(incoming.from) in \((ContinuousClock.now - started).shortDescription)")
             } else if stage == nil || heldLayers != layers {
                 if !assignment.restore.isEmpty {
-                    try restore(layers, from: assignment.restore, step: assignment.nextStep, job: job)
+                    try restore(layers, from: assignment.restore, step: assignment.nextStep, job: job, keepResiduals: slot.replica == 0)
                 } else {
                     guard assignment.nextStep == 0 else {
                         throw ElasticError("this worker holds no state of layers \(layers) at step \(assignment.nextStep) and the plan names no source")
@@ -132,6 +143,7 @@ actor Trainer {
                     stage = job.initialStage(layers)
                     heldLayers = layers
                     appliedSteps = 0
+                    try resetCompressor(job: job, layers: layers, importing: nil, keepResiduals: false)
                 }
             }
             guard self.plan?.generation == plan.generation, !Task.isCancelled else { return }
@@ -151,7 +163,7 @@ actor Trainer {
 
     /// Loads `layers` from the checkpoint directory `path` (every blob verified), written after
     /// exactly `step` steps.
-    private func restore(_ layers: Range<Int>, from path: String, step: UInt64, job: JobSpec) throws {
+    private func restore(_ layers: Range<Int>, from path: String, step: UInt64, job: JobSpec, keepResiduals: Bool) throws {
         let started = ContinuousClock.now
         let loaded = try CheckpointReader.load(directory: path, layers: Set(layers))
         guard loaded.manifest.step == Int(step) else {
@@ -164,8 +176,25 @@ actor Trainer {
         stage = Stage(layers: try ordered.map { try Layer(state: $0.state) })
         heldLayers = layers
         appliedSteps = step
+        // The writer's residuals go to one replica (the first); the others start from zero.
+        try resetCompressor(job: job, layers: layers, importing: ordered.map(\.extras), keepResiduals: keepResiduals)
         let bytes = ordered.reduce(0) { $0 + $1.state.tensors.reduce(0) { $0 + $1.values.count * 4 } }
         logger.info("restored layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from checkpoint \(path) (step \(step)) in \((ContinuousClock.now - started).shortDescription)")
+    }
+
+    /// A fresh codec state for `layers`, with `importing` (per layer) restored into it.
+    private func resetCompressor(job: JobSpec, layers: Range<Int>, importing: [[NamedTensor]]?, keepResiduals: Bool) throws {
+        var fresh = StageCompressor(specs: Array(job.modelSpec.layers[layers]), firstLayer: layers.lowerBound, compression: compression, jobSeed: job.seed)
+        if let importing, importing.contains(where: { !$0.isEmpty }) {
+            do {
+                try fresh.importState(importing, keepResiduals: keepResiduals)
+            } catch {
+                // State of another codec (a job resumed with a new compression setting): start over.
+                logger.warning("the codec state that came with layers \(layers.lowerBound)-\(layers.upperBound - 1) does not fit \(compression.codec.name): \(error); starting it afresh")
+            }
+        }
+        compressor = fresh
+        pendingCompressor = nil
     }
 
     // MARK: - Checkpoints
@@ -183,7 +212,10 @@ actor Trainer {
         guard appliedSteps == step else { return refuse("this worker's state is at step \(appliedSteps), not \(step)") }
         guard let settings = job.checkpoint, let directory = settings.directory else { return refuse("the job has no checkpoint directory") }
         if let writing = checkpointWriting { return refuse("the checkpoint of step \(writing) is still being written") }
-        let snapshot = stage.layers.enumerated().map { LayerCheckpoint(index: heldLayers.lowerBound + $0.offset, state: $0.element.state) }
+        let codecState = compressor?.exportState()
+        let snapshot = stage.layers.enumerated().map {
+            LayerCheckpoint(index: heldLayers.lowerBound + $0.offset, state: $0.element.state, extras: codecState?[$0.offset] ?? [])
+        }
         let options = CheckpointWriteOptions(
             level: Int32(settings.level ?? Int(CheckpointWriteOptions.defaultLevel)),
             shuffle: settings.shuffle.flatMap(CheckpointWriteOptions.ShufflePolicy.init(rawValue:)) ?? .auto,
@@ -219,7 +251,8 @@ actor Trainer {
         guard let stage, let plan, Int(stageIndex) < plan.stageCount, heldLayers == plan.stages[Int(stageIndex)], appliedSteps == step else {
             return .failure(DataPlaneError("this worker does not hold stage \(stageIndex) at step \(step) (it holds \(heldLayers.map { "layers \($0.lowerBound)-\($0.upperBound - 1)" } ?? "nothing") at step \(appliedSteps))"))
         }
-        return .success(stage.layers.map { LayerStateCodec.encode($0.state) })
+        let codecState = compressor?.exportState()
+        return .success(stage.layers.enumerated().map { LayerStateCodec.encode($0.element.state, extras: codecState?[$0.offset] ?? []) })
     }
 
     private func prepareJob(_ json: [UInt8]) throws {
@@ -235,6 +268,7 @@ actor Trainer {
         if let problem = AcceptedJob.datasetMismatch(spec: spec, features: dataset.featureCount, classes: dataset.classes, samples: dataset.sampleCount) {
             throw ElasticError("data set \(spec.data.path): \(problem)")
         }
+        compression = try spec.compression.map { try GradientCompression(spec: $0) } ?? .none
         job = spec
         jobJSON = json
         self.dataset = dataset
@@ -270,7 +304,8 @@ actor Trainer {
             pendingStep = step
             report(.stepDone(StepReport(
                 step: step, lossSum: lossSum, samples: UInt32(samples), stateChecksum: checksum,
-                computeTime: ContinuousClock.now - started)), plan.generation)
+                computeTime: ContinuousClock.now - started, bytesSent: UInt64(lastTraffic.sent),
+                bytesReceived: UInt64(lastTraffic.received), uncompressedBytes: UInt64(lastTraffic.uncompressedSent))), plan.generation)
         } catch let error as DataPlaneError {
             // A peer is gone or the generation ended: the controller re-plans and this step is
             // redone; nothing was applied. Tell it, in case the peer is still a member.
@@ -352,16 +387,29 @@ actor Trainer {
             }
             caches[index] = nil
         }
+        var traffic = ExchangeTraffic()
+        var nextCompressor = compressor
         if plan.replicas > 1 {
             var gradients = stage.flatGradients()
-            // The ring checks every chunk's size, so peers with another model cannot corrupt this buffer.
-            let ring = DataPlaneRingLink(plane: dataPlane, next: plan.node(at: .init(stage: slot.stage, replica: (slot.replica + 1) % plan.replicas)), step: step, generation: plan.generation)
-            try await RingAllReduce.run(&gradients, rank: slot.replica, size: plan.replicas, link: ring)
+            let next = plan.node(at: .init(stage: slot.stage, replica: (slot.replica + 1) % plan.replicas))
+            if var codec = nextCompressor, codec.compresses {
+                let link = DataPlaneExchangeLink(plane: dataPlane, next: next, step: step, generation: plan.generation)
+                traffic = try await codec.sync(&gradients, step: Int(step), rank: slot.replica, size: plan.replicas, link: link)
+                nextCompressor = codec
+            } else {
+                // The ring checks every chunk's size, so peers with another model cannot corrupt this buffer.
+                let ring = DataPlaneRingLink(plane: dataPlane, next: next, step: step, generation: plan.generation)
+                try await RingAllReduce.run(&gradients, rank: slot.replica, size: plan.replicas, link: ring)
+                let bytes = 2 * (plan.replicas - 1) * gradients.count * 4 / plan.replicas
+                traffic = ExchangeTraffic(sent: bytes, received: bytes, uncompressedSent: bytes)
+            }
             stage.loadFlatGradients(gradients)
         }
         // A new plan may have arrived meanwhile: its state wins.
         guard self.plan?.generation == plan.generation else { throw DataPlaneError("generation \(plan.generation) ended during step \(step)") }
         self.stage = stage
+        pendingCompressor = nextCompressor
+        lastTraffic = traffic
         return (lossSum, share.count)
     }
 
@@ -373,6 +421,8 @@ actor Trainer {
         }
         stage.applyOptimizer(optimizer, learningRate: schedule.learningRate(at: Int(step)))
         self.stage = stage
+        if let pendingCompressor { compressor = pendingCompressor }
+        pendingCompressor = nil
         pendingStep = nil
         appliedSteps = step + 1
     }
