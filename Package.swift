@@ -31,7 +31,9 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "ElasticCore"),
-        .target(name: "ElasticNumerics", dependencies: ["ElasticCore", "COpenBLAS"]),
+        // The numerical kernels and codecs run every step: optimized even in debug builds (tests
+        // train real models), which only the root package may ask for.
+        .target(name: "ElasticNumerics", dependencies: ["ElasticCore", "COpenBLAS"], swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "ElasticWire", dependencies: ["ElasticCore"]),
         .target(name: "ElasticStorage", dependencies: ["ElasticCore", "ElasticNumerics", "CZstd"]),
         .target(
