@@ -138,9 +138,26 @@ public struct StageCompressor: Sendable, Equatable {
     public var layers: [LayerCompressor]
     public let compression: GradientCompression
 
-    public init(specs: [LayerSpec], firstLayer: Int, compression: GradientCompression, jobSeed: UInt64) {
+    /// `momentum`: the job's SGD momentum, for top-k's momentum correction (0: none; Adam).
+    public init(specs: [LayerSpec], firstLayer: Int, compression: GradientCompression, jobSeed: UInt64, momentum: Float = 0) {
         self.compression = compression
-        layers = specs.enumerated().map { LayerCompressor(spec: $0.element, compression: compression, jobSeed: jobSeed, layer: firstLayer + $0.offset) }
+        layers = specs.enumerated().map { LayerCompressor(spec: $0.element, compression: compression, jobSeed: jobSeed, layer: firstLayer + $0.offset, momentum: momentum) }
+    }
+
+    /// The tensors whose summed exchange is already a velocity (top-k with momentum
+    /// correction), with their range in the flat buffer: the optimizer must apply them without
+    /// momentum. With SGD's v ← m·v + g, feeding g = sum − m·v makes v the sum.
+    public var momentumCorrected: [(layer: Int, tensor: String, range: Range<Int>, momentum: Float)] {
+        var result: [(layer: Int, tensor: String, range: Range<Int>, momentum: Float)] = []
+        var offset = 0
+        for (index, layer) in layers.enumerated() {
+            for tensor in layer.tensors {
+                let range = offset..<(offset + tensor.elementCount)
+                offset = range.upperBound
+                if let topK = tensor.topK, topK.momentum > 0 { result.append((index, tensor.name, range, topK.momentum)) }
+            }
+        }
+        return result
     }
 
     /// Whether any tensor crosses compressed (false: the plain float32 ring applies).

@@ -24,8 +24,9 @@ public struct TensorCompressor: Sendable, Equatable {
     /// The PowerSGD state; non-nil exactly when `exchange` is `.lowRank`.
     public var powerSGD: PowerSGDCompressor?
 
-    /// `seed` must be equal on every replica (see `LayerCompressor.seed`).
-    public init(name: String, shape: [Int], compression: GradientCompression, seed: UInt64) {
+    /// `seed` must be equal on every replica (see `LayerCompressor.seed`); `momentum` > 0 turns
+    /// on top-k's momentum correction (the job's SGD momentum).
+    public init(name: String, shape: [Int], compression: GradientCompression, seed: UInt64, momentum: Float = 0) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.name = name
         self.shape = shape
@@ -34,7 +35,7 @@ public struct TensorCompressor: Sendable, Equatable {
         switch exchange {
         case .ring: break
         case .sparseAllGather(let fraction):
-            topK = TopKCompressor(count: count, fraction: fraction)
+            topK = TopKCompressor(count: count, fraction: fraction, momentum: momentum)
         case .lowRank(let rank, let warmupSteps):
             powerSGD = PowerSGDCompressor(rows: shape[0], cols: shape[1], rank: rank, warmupSteps: warmupSteps, seed: seed)
         }
@@ -63,14 +64,14 @@ public struct TensorCompressor: Sendable, Equatable {
 
     /// The name of a state tensor that differs between replicas (a residual).
     public static func isReplicaLocal(stateTensor name: String) -> Bool {
-        name.hasSuffix(".residual")
+        name.hasSuffix(".residual") || name.hasSuffix(".momentum")
     }
 
     /// Names of the state tensors `exportState` returns, in order.
     public var stateTensorNames: [String] {
         switch exchange {
         case .ring: []
-        case .sparseAllGather: ["\(name).residual"]
+        case .sparseAllGather: ["\(name).residual"] + ((topK?.momentum ?? 0) > 0 ? ["\(name).momentum"] : [])
         case .lowRank: ["\(name).residual", "\(name).powersgd.q"]
         }
     }
@@ -80,6 +81,7 @@ public struct TensorCompressor: Sendable, Equatable {
     public func exportState() -> [NamedTensor] {
         if let topK {
             return [NamedTensor(name: "\(name).residual", shape: shape, values: topK.residual)]
+                + (topK.momentum > 0 ? [NamedTensor(name: "\(name).momentum", shape: shape, values: topK.velocity)] : [])
         }
         if let powerSGD {
             return [
@@ -103,9 +105,11 @@ public struct TensorCompressor: Sendable, Equatable {
             }
             return tensor.values
         }
-        if topK != nil {
+        if let topK {
             let residual = try take("\(name).residual", shape: shape)
-            try topK!.setResidual(residual)
+            let velocity = topK.momentum > 0 ? try take("\(name).momentum", shape: shape) : nil
+            try self.topK!.setResidual(residual)
+            if let velocity { try self.topK!.setVelocity(velocity) }
         }
         if let powerSGD {
             let residual = try take("\(name).residual", shape: shape)
@@ -219,11 +223,11 @@ public struct LayerCompressor: Sendable, Equatable {
 
     /// `jobSeed` and `layer` (the layer's id in the model) give every tensor the same seed on
     /// every replica, whatever the plan.
-    public init(spec: LayerSpec, compression: GradientCompression, jobSeed: UInt64, layer: Int) {
+    public init(spec: LayerSpec, compression: GradientCompression, jobSeed: UInt64, layer: Int, momentum: Float = 0) {
         let shapes = [[spec.fanIn, spec.fanOut], [spec.fanOut]]
         tensors = zip(Layer.tensorNames, shapes).map { name, shape in
             TensorCompressor(name: name, shape: shape, compression: compression,
-                             seed: Self.seed(jobSeed: jobSeed, layer: layer, tensor: name))
+                             seed: Self.seed(jobSeed: jobSeed, layer: layer, tensor: name), momentum: momentum)
         }
     }
 

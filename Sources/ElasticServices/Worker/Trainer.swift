@@ -184,7 +184,8 @@ actor Trainer {
 
     /// A fresh codec state for `layers`, with `importing` (per layer) restored into it.
     private func resetCompressor(job: JobSpec, layers: Range<Int>, importing: [[NamedTensor]]?, keepResiduals: Bool) throws {
-        var fresh = StageCompressor(specs: Array(job.modelSpec.layers[layers]), firstLayer: layers.lowerBound, compression: compression, jobSeed: job.seed)
+        let momentum: Float = if case .sgd(let sgd) = optimizer { sgd.momentum } else { 0 }
+        var fresh = StageCompressor(specs: Array(job.modelSpec.layers[layers]), firstLayer: layers.lowerBound, compression: compression, jobSeed: job.seed, momentum: momentum)
         if let importing, importing.contains(where: { !$0.isEmpty }) {
             do {
                 try fresh.importState(importing, keepResiduals: keepResiduals)
@@ -396,6 +397,15 @@ actor Trainer {
                 let link = DataPlaneExchangeLink(plane: dataPlane, next: next, step: step, generation: plan.generation)
                 traffic = try await codec.sync(&gradients, step: Int(step), rank: slot.replica, size: plan.replicas, link: link)
                 nextCompressor = codec
+                // Top-k with momentum correction sent velocities: cancel the optimizer's own
+                // momentum for those tensors (the velocity slots agree on every replica).
+                for item in codec.momentumCorrected {
+                    guard let velocity = stage.layers[item.layer].optimizerState.slots.first(where: { $0.name == "\(item.tensor).velocity" })?.values,
+                          velocity.count == item.range.count else { continue }
+                    gradients.withUnsafeMutableBufferPointer { flat in
+                        for (offset, index) in item.range.enumerated() { flat[index] -= item.momentum * velocity[offset] }
+                    }
+                }
             } else {
                 // The ring checks every chunk's size, so peers with another model cannot corrupt this buffer.
                 let ring = DataPlaneRingLink(plane: dataPlane, next: next, step: step, generation: plan.generation)
