@@ -170,7 +170,8 @@ public struct TrainingCoordinator: Sendable {
         // Nothing has been computed yet: plan from scratch. Afterwards the holders say who has
         // which layers; a holder that died is forgotten for good.
         holders?.keep(only: Set(members).union(departing))
-        let previous = ledger.isEmpty ? nil : holders
+        // (A resumed job has state before its first commit: the restored holders.)
+        let previous = ledger.isEmpty && resumeStep == 0 ? nil : holders
         let planned = Planner.plan(job: job, members: members, generation: generation, previous: previous, memory: memory)
         guard case .success(let next) = planned else {
             let shortage = planned

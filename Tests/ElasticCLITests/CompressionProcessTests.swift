@@ -58,3 +58,75 @@ struct CompressionProcessTests {
         }
     }
 }
+
+/// The codec state belongs to the layers (issue 6, test 3): PowerSGD's Q and residuals are in
+/// the checkpoint and come back on restore, and a worker that takes a slot in a re-plan gets
+/// the stage's Q with its copy; in both cases the loss goes on as in the uninterrupted run.
+@Suite(.serialized, .timeLimit(.minutes(10)))
+struct CompressionStateProcessTests {
+    func job(steps: Int, checkpoint: [String: Any]? = nil) -> [String: Any] {
+        var job = w1Job(stages: 1, replicas: 2, steps: steps, checkpoint: checkpoint)
+        job["compression"] = ["codec": "powersgd", "rank": 4]
+        return job
+    }
+
+    func losses(_ ledger: [[String: Any]]) -> [Int: Double] {
+        Dictionary(ledger.compactMap { entry in (entry["step"] as? Int).flatMap { step in (entry["loss"] as? Double).map { (step, $0) } } }, uniquingKeysWith: { $1 })
+    }
+
+    @Test func codecStateSurvivesRestoreAndReplan() async throws {
+        try await withProcesses("elastic-codec-state") { directory, processes in
+            let generated = try await CLI.run(["data", "generate", "w1", "--out", "data", "--samples", "16384"], in: directory)
+            try #require(generated.status == 0, "data generate failed: \(generated.stderr)")
+            // The uninterrupted run, with checkpoints at steps 30 and 60.
+            try writeJSON(job(steps: 60, checkpoint: ["every": 30, "keep": 3, "directory": "ckpts"]), to: directory.appendingPathComponent("full.json"))
+            let full = try await ClusterHarness.start(in: directory, processes: processes, name: "full", job: "full.json")
+            let fullWorkers = try (0..<2).map { try full.join("full-w\($0)") }
+            try await full.waitForFinish()
+            try await waitUntil("the final checkpoint") { full.controller.stderr.contains("checkpoint of step 60 committed") }
+            for worker in fullWorkers { worker.signal(SIGKILL) }
+            try await full.stopController()
+            let reference = losses(full.ledger())
+
+            let inspected = try await CLI.run(["checkpoint", "inspect", "ckpts/step-00000030", "--json"], in: directory)
+            #expect(inspected.stdout.contains("weight.powersgd.q") && inspected.stdout.contains("weight.residual"), "the checkpoint holds the codec state")
+
+            // Restore at step 30: Q and the writer's residuals come back.
+            try writeJSON(job(steps: 60), to: directory.appendingPathComponent("restored.json"))
+            let restored = try await ClusterHarness.start(in: directory, processes: processes, name: "restored", job: "restored.json", arguments: ["--restore", "ckpts/step-00000030"])
+            let restoredWorkers = try (0..<2).map { try restored.join("restored-w\($0)") }
+            try await restored.waitForFinish()
+            for worker in restoredWorkers {
+                #expect(!worker.stderr.contains("starting it afresh"), "\(worker.name) dropped the codec state: \(worker.stderr)")
+                worker.signal(SIGKILL)
+            }
+            try await restored.stopController()
+            let after = losses(restored.ledger())
+            #expect(Set(after.keys) == Set(30..<60))
+            for step in 30..<60 {
+                guard let value = after[step], let expected = reference[step] else { continue }
+                #expect(abs(value - expected) <= 5e-3 * expected, "restored step \(step): \(value) vs \(expected)")
+            }
+
+            // A re-plan: a slot worker dies, the spare copies the stage (with Q) and takes over.
+            try writeJSON(job(steps: 60), to: directory.appendingPathComponent("replan.json"))
+            let replan = try await ClusterHarness.start(in: directory, processes: processes, name: "replan", job: "replan.json")
+            var workers = try (0..<2).map { try replan.join("replan-w\($0)") }
+            try await replan.waitForSteps(5)
+            workers.append(try replan.join("replan-w2"))
+            try await replan.waitForSteps(20)
+            let plan = try #require(try await replan.status().training?.plan)
+            let victim = try #require(workers.first { plan.contains($0.name) })
+            victim.signal(SIGKILL)
+            try await replan.waitForFinish()
+            let spare = workers[2]
+            #expect(spare.stderr.contains("copied layers") && !spare.stderr.contains("starting it afresh"), "the spare: \(spare.stderr)")
+            let replanned = losses(replan.ledger())
+            #expect(Set(replanned.keys) == Set(0..<60))
+            for step in 0..<60 {
+                guard let value = replanned[step], let expected = reference[step] else { continue }
+                #expect(abs(value - expected) <= 5e-3 * expected, "re-planned step \(step): \(value) vs \(expected)")
+            }
+        }
+    }
+}

@@ -68,8 +68,25 @@ import Testing
         #expect(coordinator.restoreSource == "/c/step-00000012")
         _ = coordinator.onReady(node: "a", generation: 1)
         #expect(coordinator.onReady(node: "b", generation: 1) == [.startStep(12, generation: 1)])
-        // Once the slots hold the state, nobody restores any more.
+        // Once the slots hold the state, nobody restores any more: a worker that joins before
+        // the first commit copies from them.
         #expect(coordinator.restoreSource == nil)
+        #expect(coordinator.onMembership(members: ["a", "b", "c"], generation: 2).isEmpty, "a spare joins: the plan stands")
+        var wider = job
+        wider.plan = JobSpec.PlanRequest(stages: 2, replicas: 2)
+        var resumed = TrainingCoordinator(job: wider, samples: 1024)
+        resumed.resume(from: 12, path: "/c/step-00000012")
+        guard case .assign(let first, 12, [])? = resumed.onMembership(members: ["a", "b"], generation: 1).first else {
+            Issue.record("expected a plan from step 12")
+            return
+        }
+        _ = resumed.onReady(node: "a", generation: 1)
+        _ = resumed.onReady(node: "b", generation: 1)
+        guard case .assign(let second, 12, let newCopies)? = resumed.onMembership(members: ["a", "b", "c", "d"], generation: 2).first else {
+            Issue.record("expected a re-plan from step 12")
+            return
+        }
+        #expect(second.stages == first.stages && newCopies.count == 2 && resumed.restoreSource == nil, "new slots copy from the restored holders: \(newCopies)")
         commit(&coordinator, step: 12, plan: plan)
         #expect(coordinator.nextStep == 13)
 

@@ -12,7 +12,7 @@ enum LayerStateCodec {
         writer.write(UInt32(state.spec.fanOut))
         writer.write(state.spec.activation.rawValue)
         writer.write(UInt64(state.optimizerStep))
-        writer.write(count: state.tensors.count)
+        writer.write(count: state.tensors.count + extras.count)
         for tensor in state.tensors + extras {
             writer.write(tensor.name)
             writer.write(count: tensor.shape.count)
