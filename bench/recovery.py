@@ -47,6 +47,7 @@ def main():
         cluster.run("data", "generate", "w1", "--out", "data")
         job = json.load(open(os.path.join(ROOT, "jobs", "w1.json")))
         job.update({"name": "w1-recovery", "steps": 100_000, "data": {"path": "data"}})
+        job.pop("checkpoint", None)
         json.dump(job, open(os.path.join(work, "job.json"), "w"))
         cluster.start("job.json")
         for _ in range(4):

@@ -46,8 +46,16 @@ for plan in "1 1" "2 2" "1 4"; do
     set -- $plan
     stages=$1; replicas=$2; workers=$((stages * replicas))
     RUN="$WORK/run-$stages-$replicas"; mkdir -p "$RUN"
-    sed -e "s|\"steps\": 300|\"steps\": $STEPS|" -e "s|\"path\": \"../data/w1\"|\"path\": \"$WORK/data\"|" \
-        -e "s|\"plan\": {\"stages\": 2, \"replicas\": 2}|\"plan\": {\"stages\": $stages, \"replicas\": $replicas}|" jobs/w1.json > "$RUN/job.json"
+    # This run's job: its plan and steps, the data by absolute path, no checkpoints (they are
+    # measured by bench/checkpoint.sh).
+    python3 - "$RUN/job.json" "$STEPS" "$WORK/data" "$stages" "$replicas" <<'PY'
+import json, sys
+target, steps, data, stages, replicas = sys.argv[1:]
+job = json.load(open("jobs/w1.json"))
+job.update({"steps": int(steps), "data": {"path": data}, "plan": {"stages": int(stages), "replicas": int(replicas)}})
+job.pop("checkpoint", None)
+json.dump(job, open(target, "w"), indent=2)
+PY
     WORK_SAVED="$WORK"; WORK="$RUN"
     start_controller --job "$RUN/job.json"
     join_workers "$workers"
