@@ -2,8 +2,9 @@
 """Recovery benchmark: W1 (65 536 samples) on 4 workers (2 stages x 2 replicas, release build).
 Three times: SIGKILL a worker mid-run, then `elastic join` a new one. Prints, per round, the
 time from the kill to the next committed step, the committed steps lost and the steps redone,
-and the time from the join to the first step the new worker contributed to; then the same
-against the median step time measured in the same run.
+and the time from the join to the first step the new worker contributed to; then a graceful
+leave (SIGTERM to a slot worker: time to the next commit, and until the worker exited); then
+the same against the median step time measured in the same run.
 
 usage: bench/recovery.py [--rounds 3] [--elastic PATH]
 """
@@ -43,6 +44,7 @@ def main():
     work = tempfile.mkdtemp(prefix="elastic-recovery-")
     cluster = chaos.Cluster(elastic, work)
     rows = []
+    leave_row = None
     try:
         cluster.run("data", "generate", "w1", "--out", "data")
         job = json.load(open(os.path.join(ROOT, "jobs", "w1.json")))
@@ -90,6 +92,26 @@ def main():
             rows.append((round_index + 1, victim, recovery, lost, newcomer, join_time))
             print(f"round {round_index + 1}: SIGKILL {victim} -> next committed step after {recovery * 1000:.0f} ms, "
                   f"{lost} committed step(s) lost; {newcomer} joined -> contributing after {join_time * 1000:.0f} ms", flush=True)
+        # A graceful leave: SIGTERM to a slot worker (its stage keeps another holder here).
+        time.sleep(1)
+        status = cluster.status() or {}
+        slots = [name for row in chaos.plan_stages(status) for name in row]
+        leaver = next((name for name in slots if name in cluster.workers()), None)
+
+        if leaver:
+            before = len(cluster.ledger())
+            left_at = time.time()
+            cluster.processes[leaver].send_signal(signal.SIGTERM)
+            while True:
+                after = [e for e in cluster.ledger() if stamp(e) > left_at]
+                if after:
+                    break
+                time.sleep(0.02)
+            next_commit = stamp(after[0]) - left_at
+            cluster.processes[leaver].wait(timeout=60)
+            exited = time.time() - left_at
+            leave_row = (leaver, next_commit, exited, cluster.processes[leaver].returncode)
+            print(f"leave: SIGTERM {leaver} -> next committed step after {next_commit * 1000:.0f} ms; it exited {exited * 1000:.0f} ms after the signal with status {leave_row[3]}", flush=True)
         ledger = cluster.ledger()
         gaps = [stamp(b) - stamp(a) for a, b in zip(ledger, ledger[1:]) if b["generation"] == a["generation"]]
         step_time = statistics.median(gaps) if gaps else float("nan")
@@ -100,6 +122,8 @@ def main():
     print(f"{'round':>5} {'kill -> next commit':>20} {'x step':>7} {'lost':>5} {'join -> contributes':>20} {'x step':>7}")
     for number, _victim, recovery, lost, _newcomer, join_time in rows:
         print(f"{number:>5} {recovery * 1000:>17.0f} ms {recovery / step_time:>7.1f} {lost:>5} {join_time * 1000:>17.0f} ms {join_time / step_time:>7.1f}")
+    if leave_row:
+        print(f"graceful leave of {leave_row[0]}: next commit after {leave_row[1] * 1000:.0f} ms ({leave_row[1] / step_time:.1f} steps), exit after {leave_row[2] * 1000:.0f} ms, status {leave_row[3]}")
     print("abandoned (redone) steps across the run: at most one per re-plan; committed steps lost: 0 by construction")
     return 0
 
