@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--elastic", default=os.environ.get("ELASTIC_BIN"))
     args = parser.parse_args()
-    elastic = args.elastic
+    elastic = os.path.abspath(args.elastic) if args.elastic else None
     if not elastic:
         subprocess.run(["swift", "build", "-c", "release", "--product", "elastic", "--scratch-path", ".build-release"], cwd=ROOT, check=True, stdout=sys.stderr)
         elastic = os.path.join(ROOT, ".build-release", "release", "elastic")
