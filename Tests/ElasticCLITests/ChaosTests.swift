@@ -14,7 +14,7 @@ struct ChaosTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "--seed", "7", "--faults", "12", "--steps", "240", "--time-limit", "170",
+        process.arguments = ["python3", script, "--seed", "7", "--faults", "12", "--steps", "800", "--time-limit", "170",
                              "--keep", directory.appendingPathComponent("run").path, "--elastic", CLI.binary.path]
         let output = directory.appendingPathComponent("chaos.out")
         FileManager.default.createFile(atPath: output.path, contents: nil)

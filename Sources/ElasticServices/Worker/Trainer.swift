@@ -223,7 +223,10 @@ actor Trainer {
             compressionThreads: settings.threads ?? 0)
         checkpointWriting = step
         let (logger, report) = (self.logger, self.report)
-        Task.detached(priority: .utility) { [weak self] in
+        // A thread of its own at the lowest priority: compression and fsyncs take only the
+        // cycles training leaves, and never a thread of the cooperative pool the steps run on.
+        let thread = Thread { [weak self] in
+            LowPriority.enter()
             let started = ContinuousClock.now
             var message = CheckpointWritten(step: step, stage: stageIndex)
             do {
@@ -236,13 +239,29 @@ actor Trainer {
                 message.error = "\(error)"
                 logger.error("checkpoint of step \(step) failed: \(error)")
             }
-            await self?.checkpointDone(step)
-            report(.checkpointWritten(message), generation)
+            let done = message
+            Task {
+                await self?.checkpointDone(step)
+                report(.checkpointWritten(done), generation)
+            }
         }
+        thread.name = "checkpoint-\(step)"
+        thread.start()
     }
 
     private func checkpointDone(_ step: UInt64) {
         if checkpointWriting == step { checkpointWriting = nil }
+    }
+
+    /// Waits (at most `deadline`) until no checkpoint part is being written: a worker that
+    /// leaves finishes its part first, so the checkpoint of the last step is not lost.
+    func finishCheckpointWrite(within deadline: Duration) async {
+        let end = ContinuousClock.now + deadline
+        guard let step = checkpointWriting else { return }
+        logger.info("finishing the checkpoint of step \(step) before leaving")
+        while checkpointWriting != nil, ContinuousClock.now < end {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     /// A peer's request for the state of `stage` at `step`: only a holder whose state is at
@@ -440,5 +459,21 @@ actor Trainer {
     func stop() {
         stepTask?.cancel()
         assignTask?.cancel()
+    }
+}
+
+/// Lowers the calling thread to the lowest scheduling priority (nice 19), so background work
+/// such as checkpoint compression yields to training.
+enum LowPriority {
+    static func enter() {
+        #if os(Linux)
+        // On Linux a nice value is per thread: PRIO_PROCESS with the thread's id, which
+        // /proc/thread-self names ("<pid>/task/<tid>"; glibc's gettid is not exposed to Swift).
+        var buffer = [CChar](repeating: 0, count: 64)
+        let length = readlink("/proc/thread-self", &buffer, buffer.count - 1)
+        guard length > 0, let tid = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            .split(separator: "/").last.flatMap({ id_t($0) }) else { return }
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), tid, 19)
+        #endif
     }
 }

@@ -99,7 +99,11 @@ public final class WorkerService: Service, Sendable {
             }
         } onGracefulShutdown: { [session, logger] in
             logger.info("shutting down: leaving the cluster (handing off state first if needed)")
-            session.leave(handOffDeadline: .seconds(40))
+            Task {
+                // A checkpoint part being written is finished first (the last step's, say).
+                await trainer.finishCheckpointWrite(within: .seconds(20))
+                session.leave(handOffDeadline: .seconds(40))
+            }
         }
         logger.info("worker stopped")
     }

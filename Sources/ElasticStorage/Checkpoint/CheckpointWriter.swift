@@ -88,10 +88,30 @@ extension CheckpointStore {
             throw CheckpointError(io: error, doing: "cannot start checkpoint step \(step)")
         }
 
+        // Encode and write every blob, starting each one's writeback as soon as it is written,
+        // then fsync and rename them in order: the disk works while the next blob is encoded,
+        // and nothing is visible under its final name before it is durable.
         var blobs: [CheckpointBlobRecord] = []
+        var files: [AtomicFileWriter] = []
         blobs.reserveCapacity(layers.count)
-        for layer in layers {
-            blobs.append(try writeBlob(layer, into: incoming, encoder: encoder))
+        do throws(CheckpointError) {
+            for layer in layers {
+                let (blob, file) = try writeBlob(layer, into: incoming, encoder: encoder)
+                file.startWriteback()
+                blobs.append(blob)
+                files.append(file)
+            }
+        } catch {
+            for file in files { file.abandon() }
+            throw error
+        }
+        for (index, file) in files.enumerated() {
+            do throws(DatasetError) {
+                try file.commit()
+            } catch {
+                for later in files[(index + 1)...] { later.abandon() }
+                throw CheckpointError(io: error, doing: "cannot write \(file.path)")
+            }
         }
         let record = CheckpointPart(step: step, part: part, zstd: CheckpointCompressionInfo(level: options.level, libraryVersion: Zstd.libraryVersion), blobs: blobs)
         let recordPath = joinPath(incoming, CheckpointLayout.partRecordName(part: part))
@@ -133,7 +153,9 @@ extension CheckpointStore {
         }
     }
 
-    private func writeBlob(_ layer: LayerCheckpoint, into incoming: String, encoder: TensorEncoder) throws(CheckpointError) -> CheckpointBlobRecord {
+    /// Writes one layer's blob under its temporary name; the caller commits (fsync, rename) or
+    /// abandons the returned file.
+    private func writeBlob(_ layer: LayerCheckpoint, into incoming: String, encoder: TensorEncoder) throws(CheckpointError) -> (CheckpointBlobRecord, AtomicFileWriter) {
         let name = CheckpointLayout.blobName(layer: layer.index)
         let path = joinPath(incoming, name)
         let file: AtomicFileWriter
@@ -163,18 +185,18 @@ extension CheckpointStore {
             if !writeFailed { file.abandon() }
             throw error
         }
-        do throws(DatasetError) {
-            try file.commit()
-        } catch {
-            throw CheckpointError(io: error, doing: "cannot write \(path)")
-        }
         let stateCount = layer.state.tensors.count
         let blob = CheckpointBlobRecord(
             layer: layer.index, file: name, bytes: offset, spec: layer.state.spec, optimizerStep: layer.state.optimizerStep,
             tensors: Array(records[..<stateCount]), extras: Array(records[stateCount...])
         )
-        try blob.validate(path: path)
-        return blob
+        do throws(CheckpointError) {
+            try blob.validate(path: path)
+        } catch {
+            file.abandon()
+            throw error
+        }
+        return (blob, file)
     }
 }
 
