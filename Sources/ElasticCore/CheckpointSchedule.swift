@@ -35,13 +35,17 @@ public struct CheckpointSchedule: Sendable, Equatable {
     public private(set) var pending: Pending?
     /// Steps applied at the newest committed checkpoint, and its directory.
     public private(set) var newest: (step: Int, path: String)?
+    /// The last step's checkpoint, due while another was being written: it is requested as soon
+    /// as that one ends (the job's final state is never left without a checkpoint).
+    public private(set) var deferredFinal: Int?
 
     public init(every: Int?) {
         self.every = every
     }
 
     public static func == (lhs: CheckpointSchedule, rhs: CheckpointSchedule) -> Bool {
-        lhs.every == rhs.every && lhs.pending == rhs.pending && lhs.newest?.step == rhs.newest?.step && lhs.newest?.path == rhs.newest?.path
+        lhs.every == rhs.every && lhs.pending == rhs.pending && lhs.deferredFinal == rhs.deferredFinal
+            && lhs.newest?.step == rhs.newest?.step && lhs.newest?.path == rhs.newest?.path
     }
 
     /// Step `applied - 1` committed under `plan`: a checkpoint is due after every `every` steps
@@ -50,6 +54,10 @@ public struct CheckpointSchedule: Sendable, Equatable {
         let due = applied == totalSteps || (every.map { applied % $0 == 0 } ?? false)
         guard due, applied > (newest?.step ?? 0) else { return nil }
         if let pending {
+            if applied == totalSteps {
+                deferredFinal = applied
+                return .skipped(step: applied, reason: "deferred until the checkpoint of step \(pending.step) is written")
+            }
             return .skipped(step: applied, reason: "the checkpoint of step \(pending.step) is still being written")
         }
         let writers = Dictionary(uniqueKeysWithValues: plan.nodes.enumerated().map { ($0.offset, $0.element[0]) })
@@ -82,6 +90,16 @@ public struct CheckpointSchedule: Sendable, Equatable {
         guard let (stage, node) = lost.min(by: { $0.key < $1.key }) else { return nil }
         pending = nil
         return .abandoned(step: current.step, reason: "\(node), the writer of stage \(stage), is gone")
+    }
+
+    /// Requests the deferred final checkpoint once nothing is being written (call after a
+    /// checkpoint completes or is abandoned).
+    public mutating func resumeDeferred(plan: Plan) -> Decision? {
+        guard let step = deferredFinal, pending == nil else { return nil }
+        deferredFinal = nil
+        let writers = Dictionary(uniqueKeysWithValues: plan.nodes.enumerated().map { ($0.offset, $0.element[0]) })
+        pending = Pending(step: step, generation: plan.generation, writers: writers)
+        return .request(step: step, writers: writers)
     }
 
     /// The controller made the checkpoint at `step` visible at `path` (or found it at startup).

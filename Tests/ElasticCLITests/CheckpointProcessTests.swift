@@ -65,8 +65,11 @@ struct CheckpointProcessTests {
             expectClose(losses(single), reference, steps: 20..<40, tolerance: 1e-3, "2×2 → 1×1")
             let (deep, _) = try await train("deep", w1Job(stages: 4, replicas: 1, steps: 40), workers: 4, restore: "ckpt-2x2/step-00000020", in: directory, processes: processes)
             expectClose(losses(deep), reference, steps: 20..<40, tolerance: 1e-3, "2×2 → 4×1")
-            let (back, _) = try await train("back", w1Job(stages: 2, replicas: 2, steps: 40), workers: 4, restore: "ckpt-1x1/step-00000030", in: directory, processes: processes)
-            expectClose(losses(back), reference, steps: 30..<40, tolerance: 1e-3, "1×1 → 2×2")
+            // (The newest one before the end: one that came due during a write may be skipped.)
+            let written = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("ckpt-1x1").path).filter { $0.hasPrefix("step-") }.sorted()
+            let middle = try #require(written.last { $0 != "step-00000040" }, "1×1 checkpoints: \(written)")
+            let (back, _) = try await train("back", w1Job(stages: 2, replicas: 2, steps: 40), workers: 4, restore: "ckpt-1x1/\(middle)", in: directory, processes: processes)
+            expectClose(losses(back), reference, steps: (Int(middle.dropFirst(5)) ?? 0)..<40, tolerance: 1e-3, "1×1 → 2×2")
 
             // Exported weights are readable by numpy without elastic, and equal the checkpoint's.
             let exported = try await CLI.run(["checkpoint", "export", "ckpt-2x2/latest", "--npz", "w1.npz"], in: directory)
@@ -84,18 +87,25 @@ struct CheckpointProcessTests {
         }
     }
 
-    /// One checkpoint root with steps 10, 20 and 30 (1×1, every 10 steps).
-    func writeThree(in directory: URL, processes: ProcessGroup) async throws {
+    /// One checkpoint root written every 10 steps of 30 (1×1); returns the step directories'
+    /// names, oldest first (a checkpoint due while the previous one is being written is
+    /// skipped, so under load there may be fewer than three; the last, step 30, is never lost).
+    func writeThree(in directory: URL, processes: ProcessGroup) async throws -> [String] {
         let generated = try await CLI.run(["data", "generate", "w1", "--out", "data", "--samples", String(Self.samples)], in: directory)
         try #require(generated.status == 0, "data generate failed: \(generated.stderr)")
         _ = try await train("writer", w1Job(stages: 1, replicas: 1, steps: 30, checkpoint: ["every": 10, "keep": 5, "directory": "ckpts"]), workers: 1, in: directory, processes: processes)
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("ckpts").path).filter { $0.hasPrefix("step-") }.sorted()
+        try #require(names.count >= 2 && names.last == "step-00000030", "checkpoints written: \(names)")
+        return names
     }
 
     /// A flipped byte, a truncated blob, a deleted blob and a damaged manifest are each found by
     /// `verify` (naming the file and the check), and restore falls back to the previous valid one.
     @Test func corruptionIsDetectedAndRestoreFallsBack() async throws {
         try await withProcesses("elastic-checkpoint-corrupt") { directory, processes in
-            try await writeThree(in: directory, processes: processes)
+            let names = try await writeThree(in: directory, processes: processes)
+            let (newest, previous) = (names[names.count - 1], names[names.count - 2])
+            let previousStep = Int(previous.dropFirst(5)) ?? 0
             let root = directory.appendingPathComponent("ckpts")
             let damages: [(String, String, (URL) throws -> Void)] = [
                 ("flipped byte", "storedChecksum", { step in
@@ -120,21 +130,21 @@ struct CheckpointProcessTests {
             for (index, (label, check, damage)) in damages.enumerated() {
                 let copy = directory.appendingPathComponent("damaged-\(index)")
                 try FileManager.default.copyItem(at: root, to: copy)
-                try damage(copy.appendingPathComponent("step-00000030"))
-                let verified = try await CLI.run(["checkpoint", "verify", "damaged-\(index)/step-00000030"], in: directory)
+                try damage(copy.appendingPathComponent(newest))
+                let verified = try await CLI.run(["checkpoint", "verify", "damaged-\(index)/\(newest)"], in: directory)
                 #expect(verified.status == 2, "\(label): verify exited \(verified.status): \(verified.stdout)")
                 #expect(verified.stdout.contains("INVALID") && verified.stdout.lowercased().contains(check.lowercased()), "\(label): \(verified.stdout)")
-                let older = try await CLI.run(["checkpoint", "verify", "damaged-\(index)/step-00000020"], in: directory)
-                #expect(older.status == 0, "\(label): step 20 should verify: \(older.stdout)")
+                let older = try await CLI.run(["checkpoint", "verify", "damaged-\(index)/\(previous)"], in: directory)
+                #expect(older.status == 0, "\(label): \(previous) should verify: \(older.stdout)")
             }
             // Restore from the damaged `latest` falls back to step 20 and says why.
-            let (resumed, log) = try await train("resumed", w1Job(stages: 1, replicas: 1, steps: 35), workers: 1, restore: "damaged-0/step-00000030", in: directory, processes: processes)
-            #expect(log.contains("step-00000030 fails verification, skipped") && log.contains("layer-0003.blob"), "log: \(log)")
-            #expect(log.contains("resumes from checkpoint") && log.contains("damaged-0/step-00000020"))
-            #expect(resumed.compactMap { $0["step"] as? Int } == Array(20..<35))
-            // Retention kept exactly the newest 5 (of 3 written: all), and list marks latest.
+            let (resumed, log) = try await train("resumed", w1Job(stages: 1, replicas: 1, steps: 35), workers: 1, restore: "damaged-0/\(newest)", in: directory, processes: processes)
+            #expect(log.contains("\(newest) fails verification, skipped") && log.contains("layer-0003.blob"), "log: \(log)")
+            #expect(log.contains("resumes from checkpoint") && log.contains("damaged-0/\(previous)"))
+            #expect(resumed.compactMap { $0["step"] as? Int } == Array(previousStep..<35))
+            // Retention keeps the newest 5 (all of those written), and list shows each.
             let listed = try await CLI.run(["checkpoint", "list", "ckpts"], in: directory)
-            #expect(listed.stdout.split(separator: "\n").count == 4, "list: \(listed.stdout)")
+            #expect(listed.stdout.split(separator: "\n").count == names.count + 1, "list: \(listed.stdout)")
         }
     }
 
@@ -143,7 +153,8 @@ struct CheckpointProcessTests {
     /// that verifies.
     @Test func aWriterKilledAtAnyMomentNeverLeavesABadLatest() async throws {
         try await withProcesses("elastic-checkpoint-crash") { directory, processes in
-            try await writeThree(in: directory, processes: processes)
+            let names = try await writeThree(in: directory, processes: processes)
+            let (first, second) = (names[0], names[1])
             let seed = TestSeed.make("checkpoint writer crash")
             var rng = SplitMix64(seed: seed)
             var committed = 0
@@ -151,20 +162,20 @@ struct CheckpointProcessTests {
             for trial in 0..<20 {
                 let destination = "dest-\(trial)"
                 let started = ContinuousClock.now
-                let first = try await CLI.run(["checkpoint", "copy", "ckpts/step-00000010", destination, "--level", "3"], in: directory)
-                try #require(first.status == 0, "seed \(seed) trial \(trial): \(first.stderr)")
+                let seeded = try await CLI.run(["checkpoint", "copy", "ckpts/\(first)", destination, "--level", "3"], in: directory)
+                try #require(seeded.status == 0, "seed \(seed) trial \(trial): \(seeded.stderr)")
                 // A whole copy takes about as long as this one did: kill somewhere inside it.
                 let window = max(20, Int((ContinuousClock.now - started).milliseconds))
-                let writer = try processes.spawn(name: "copy-\(trial)", ["checkpoint", "copy", "ckpts/step-00000020", destination, "--level", "3"])
+                let writer = try processes.spawn(name: "copy-\(trial)", ["checkpoint", "copy", "ckpts/\(second)", destination, "--level", "3"])
                 try await Task.sleep(for: .milliseconds(Int(rng.next() % UInt64(window))))
                 writer.signal(SIGKILL)
                 let status = try await writer.waitForExit(deadline: .seconds(30))
                 if status == 0 { committed += 1 }
-                if FileManager.default.fileExists(atPath: directory.appendingPathComponent("\(destination)/.incoming-00000020").path) { midWrite += 1 }
+                if FileManager.default.fileExists(atPath: directory.appendingPathComponent("\(destination)/.incoming-\(second.dropFirst(5))").path) { midWrite += 1 }
                 let verified = try await CLI.run(["checkpoint", "verify", destination], in: directory)
                 #expect(verified.status == 0, "seed \(seed) trial \(trial): latest does not verify: \(verified.stdout)")
                 let latest = try String(contentsOf: directory.appendingPathComponent("\(destination)/latest"), encoding: .utf8)
-                #expect(["step-00000010", "step-00000020"].contains(latest.trimmingCharacters(in: .whitespacesAndNewlines)), "seed \(seed) trial \(trial): latest is \(latest)")
+                #expect([first, second].contains(latest.trimmingCharacters(in: .whitespacesAndNewlines)), "seed \(seed) trial \(trial): latest is \(latest)")
             }
             print("seed \(seed): of 20 killed writers, \(midWrite) died mid-write (an .incoming directory left) and \(committed) had already committed")
         }

@@ -21,8 +21,19 @@ import Testing
         }
         #expect(done.step == 10 && done.generation == 3 && done.rawBytes == 300 && done.storedBytes == 230 && schedule.pending == nil)
         schedule.onCommitted(checkpoint: 10, path: "/c/step-00000010")
-        // The last step is always checkpointed, even off the period.
+        // The last step is always checkpointed, even off the period…
         #expect(schedule.onCommitted(applied: 25, totalSteps: 25, plan: plan) == .request(step: 25, writers: [0: "a", 1: "c"]))
+        // …and when it comes due while another is being written, it waits for that one.
+        var busy = CheckpointSchedule(every: 10)
+        _ = busy.onCommitted(applied: 20, totalSteps: 22, plan: plan)
+        #expect(busy.onCommitted(applied: 22, totalSteps: 22, plan: plan) == .skipped(step: 22, reason: "deferred until the checkpoint of step 20 is written"))
+        #expect(busy.resumeDeferred(plan: plan) == nil)
+        _ = busy.onWritten(node: "a", step: 20, stage: 0, error: nil, rawBytes: 1, storedBytes: 1)
+        guard case .complete? = busy.onWritten(node: "c", step: 20, stage: 1, error: nil, rawBytes: 1, storedBytes: 1) else {
+            Issue.record("expected step 20 to complete")
+            return
+        }
+        #expect(busy.resumeDeferred(plan: plan) == .request(step: 22, writers: [0: "a", 1: "c"]) && busy.deferredFinal == nil)
     }
 
     @Test func withoutAPeriodOnlyTheEndIsCheckpointed() {

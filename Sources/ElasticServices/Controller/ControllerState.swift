@@ -468,6 +468,7 @@ actor ControllerState {
             logger.warning("checkpoint of step \(step) skipped: \(reason)")
         case let .abandoned(step, reason):
             logger.warning("checkpoint of step \(step) abandoned: \(reason)")
+            resumeDeferredCheckpoint()
         case let .complete(pending):
             do {
                 let summary = try keeper.commit(pending, job: current.job, plan: current.coordinator.plan)
@@ -488,7 +489,14 @@ actor ControllerState {
             } catch {
                 logger.error("checkpoint of step \(pending.step) could not be committed: \(error)")
             }
+            resumeDeferredCheckpoint()
         }
+    }
+
+    /// Requests the last step's checkpoint if it waited for the one that just ended.
+    private func resumeDeferredCheckpoint() {
+        guard let plan = training?.coordinator.plan else { return }
+        checkpointDecision { $0.resumeDeferred(plan: plan) }
     }
 
     private func sendToMember(_ node: NodeID, _ message: ControlMessage, generation: Generation) {
