@@ -110,13 +110,12 @@ public enum GradientSync {
             let outgoing = payloads[mod(rank - round)]
             try await link.send(ExchangeKey(group: group, phase: gather, round: UInt32(round), offset: UInt32(mod(rank - round))), outgoing)
             traffic.sent += outgoing.count
-            // A float32 ring moves 2(D−1)/D of the tensor per replica; spread over the rounds.
-            traffic.uncompressedSent += 2 * uncompressedElements * 4 / size
             let source = mod(rank - round - 1)
             let incoming = try await link.receive(ExchangeKey(group: group, phase: gather, round: UInt32(round), offset: UInt32(source)))
             traffic.received += incoming.count
             payloads[source] = incoming
         }
+        traffic.uncompressedSent = GradientTraffic.ringBytesPerReplica(count: uncompressedElements, codec: .float32, replicas: size)
         return (payloads, traffic)
     }
 
@@ -233,7 +232,7 @@ public struct StageCompressor: Sendable, Equatable {
             group += 1
             let approximation = try next.layers[item.layer].tensors[item.tensor].powerSGD!.finish(reducedQ: q)
             flat.replaceSubrange(item.range, with: approximation)
-            moved.uncompressedSent = 2 * (size - 1) * item.range.count * 4 / size
+            moved.uncompressedSent = GradientTraffic.ringBytesPerReplica(count: item.range.count, codec: .float32, replicas: size)
             traffic = traffic + moved
         }
         self = next

@@ -215,8 +215,7 @@ actor ControllerState {
                             logger.info("\(node) leaves; it stays reachable until its state is handed off")
                             departing[node] = (id, MonotonicClock.now())
                         } else {
-                            send(id, .done(message: "left the cluster at generation \(departure.atGeneration)"))
-                            close(id, grace: .seconds(1))
+                            sayLeft(id, generation: departure.atGeneration)
                         }
                     } else {
                         refuse(id, refused(refusal))
@@ -447,8 +446,13 @@ actor ControllerState {
     private func release(_ node: NodeID) {
         guard let entry = departing.removeValue(forKey: node) else { return }
         logger.info("\(node) handed off its state and leaves")
-        send(entry.connection, .done(message: "left the cluster at generation \(membership.generation)"))
-        close(entry.connection, grace: .seconds(1))
+        sayLeft(entry.connection, generation: membership.generation)
+    }
+
+    /// Ends a leaving member's session: `done`, then close.
+    private func sayLeft(_ id: Int, generation: Generation) {
+        send(id, .done(message: "left the cluster at generation \(generation)"))
+        close(id, grace: .seconds(1))
     }
 
     // MARK: - Checkpoints

@@ -43,7 +43,7 @@ public enum Checkpoints {
                 summary.isLatest ? "← latest" : "",
             ])
         }
-        return table(rows)
+        return formatTable(rows).joined(separator: "\n")
     }
 
     /// `elastic checkpoint verify DIR`: every check; returns the report and whether it passed.
@@ -87,7 +87,7 @@ public enum Checkpoints {
                 ])
             }
         }
-        lines.append(table(rows))
+        lines.append(contentsOf: formatTable(rows))
         return lines.joined(separator: "\n")
     }
 
@@ -112,16 +112,5 @@ public enum Checkpoints {
         return try store.commit(step: step, header: loaded.manifest.header, layerCount: loaded.manifest.layerCount)
     }
 
-    static func bytes(_ count: Int) -> String {
-        if count >= 10 << 20 { return String(format: "%.1f MiB", Double(count) / 1_048_576) }
-        if count >= 10 << 10 { return String(format: "%.1f KiB", Double(count) / 1024) }
-        return "\(count) B"
-    }
-
-    static func table(_ rows: [[String]]) -> String {
-        let widths = (0..<(rows.first?.count ?? 0)).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        return rows.map { row in
-            zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
-        }.joined(separator: "\n")
-    }
+    static func bytes(_ count: Int) -> String { byteCount(UInt64(max(0, count))) }
 }

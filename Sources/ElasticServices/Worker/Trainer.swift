@@ -429,7 +429,7 @@ actor Trainer {
                 // The ring checks every chunk's size, so peers with another model cannot corrupt this buffer.
                 let ring = DataPlaneRingLink(plane: dataPlane, next: next, step: step, generation: plan.generation)
                 try await RingAllReduce.run(&gradients, rank: slot.replica, size: plan.replicas, link: ring)
-                let bytes = 2 * (plan.replicas - 1) * gradients.count * 4 / plan.replicas
+                let bytes = GradientTraffic.ringBytesPerReplica(count: gradients.count, codec: .float32, replicas: plan.replicas)
                 traffic = ExchangeTraffic(sent: bytes, received: bytes, uncompressedSent: bytes)
             }
             stage.loadFlatGradients(gradients)
