@@ -31,6 +31,11 @@ public struct Membership: Sendable {
         public var reconnectGrace: Duration = .milliseconds(500) {
             willSet { precondition(newValue >= .zero, "reconnectGrace must not be negative") }
         }
+        /// After a controller restart, how long the members it recovered from its durable state
+        /// have to reconnect and resume before they are declared dead.
+        public var recoveryGrace: Duration = .seconds(15) {
+            willSet { precondition(newValue > .zero, "recoveryGrace must be positive") }
+        }
         /// The longest the shell may wait between two ticks.
         public var maxTickInterval: Duration = .milliseconds(100) {
             willSet { precondition(newValue > .zero, "maxTickInterval must be positive") }
@@ -60,6 +65,8 @@ public struct Membership: Sendable {
     public enum SuspicionReason: String, Sendable, Equatable {
         case connectionLost = "connection lost"
         case silent = "missed heartbeats"
+        /// Recovered from the durable state after a controller restart; not heard from since.
+        case controllerRestarted = "controller restarted"
     }
 
     public enum DeathReason: String, Sendable, Equatable {
@@ -69,6 +76,8 @@ public struct Membership: Sendable {
         case heartbeatTimeout = "no heartbeat within the dead timeout"
         /// The same node joined again as a new member, so its old incarnation ends.
         case replaced = "replaced by a new join of the same node"
+        /// Did not come back within the recovery grace after a controller restart.
+        case notRecovered = "did not reconnect after the controller restarted"
     }
 
     public struct Member: Sendable, Equatable {
@@ -165,6 +174,32 @@ public struct Membership: Sendable {
     public init(settings: Settings = Settings(), generation: Generation = .zero) {
         self.settings = settings
         self.generation = generation
+    }
+
+    /// A membership rebuilt after a controller restart from its durable state: every member it
+    /// lists is suspect until it reconnects and resumes its incarnation (within
+    /// `recoveryGrace`), departures keep fencing, and a new generation opens so that nothing
+    /// sent before the crash can be mistaken for what comes after.
+    public init(settings: Settings = Settings(), recovering state: DurableState, now: Timestamp) {
+        self.settings = settings
+        self.generation = Generation(state.generation).next
+        for member in state.members.values {
+            let node = NodeID(member.node)
+            members[node] = Member(
+                node: node, incarnation: Generation(member.incarnation), address: member.address,
+                capacity: Capacity(cores: member.cores, memoryBytes: member.memoryBytes, gflops: member.gflops),
+                state: .suspect, lastHeard: now, joinedAt: now, suspicion: (.controllerRestarted, now))
+        }
+        for departure in state.departures.values {
+            departures[NodeID(departure.node)] = Departure(
+                incarnation: Generation(departure.incarnation), state: State(rawValue: departure.state) ?? .dead,
+                atGeneration: Generation(departure.atGeneration), reason: departure.reason)
+        }
+    }
+
+    /// Recovered members that have not resumed yet.
+    public var awaitingRecovery: [NodeID] {
+        members.values.filter { $0.suspicion?.reason == .controllerRestarted }.map(\.node).sorted()
     }
 
     /// Live members sorted by node id.
@@ -291,6 +326,11 @@ public struct Membership: Sendable {
         var nextDeadline = now + settings.maxTickInterval
         for node in members.keys.sorted() {
             var member = members[node]!
+            if let suspicion = member.suspicion, suspicion.reason == .controllerRestarted {
+                if now.since(suspicion.since) > settings.recoveryGrace { dying.append((member, .notRecovered)) }
+                nextDeadline = min(nextDeadline, deadline(of: member))
+                continue
+            }
             let silence = now.since(member.lastHeard)
             if silence > settings.deadTimeout {
                 dying.append((member, .heartbeatTimeout))
@@ -365,6 +405,9 @@ public struct Membership: Sendable {
 
     /// The earliest time at which the detector would change this member's state.
     private func deadline(of member: Member) -> Timestamp {
+        if let suspicion = member.suspicion, suspicion.reason == .controllerRestarted {
+            return suspicion.since + settings.recoveryGrace + .nanoseconds(1)
+        }
         var deadline = member.lastHeard + settings.deadTimeout
         if member.state == .alive {
             deadline = min(deadline, member.lastHeard + settings.suspectAfter)

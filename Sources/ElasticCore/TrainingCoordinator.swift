@@ -145,6 +145,19 @@ public struct TrainingCoordinator: Sendable {
         checkpoint = (step, path)
     }
 
+    /// Continues a job after a controller restart, from its durable state: the committed steps,
+    /// who held each stage, and the newest checkpoint. The next membership change plans with
+    /// those holders, so workers that kept their layers keep them and nobody restarts.
+    public mutating func recover(ledger: [LedgerEntry], resumeStep: Int, rolledBackSteps: Int, holders: Holders?, checkpoint: (step: Int, path: String)?) {
+        precondition(self.ledger.isEmpty && plan == nil, "recover before training starts")
+        self.ledger = ledger
+        self.resumeStep = resumeStep
+        self.rolledBackSteps = rolledBackSteps
+        self.holders = holders
+        self.checkpoint = checkpoint
+        if nextStep >= totalSteps { phase = .finished }
+    }
+
     /// A checkpoint became visible: the fallback when a stage's state is lost.
     public mutating func onCheckpoint(step: Int, path: String) {
         if step >= (checkpoint?.step ?? 0) { checkpoint = (step, path) }

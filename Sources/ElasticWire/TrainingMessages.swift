@@ -15,14 +15,19 @@ public struct Assignment: WireCodable {
     /// A checkpoint directory (written at `nextStep`) that every slot without a copy and without
     /// state at `nextStep` loads its layers from; empty: none.
     public var restore: String
+    /// The generation in which step `nextStep - 1` committed (zero when no step has). A holder
+    /// that computed exactly that step in exactly that generation, and missed the commit (the
+    /// controller restarted in between), applies it before taking part.
+    public var lastCommitGeneration: Generation
 
-    public init(plan: Plan, dataAddresses: [NodeID: String], jobJSON: [UInt8], nextStep: UInt64, transfers: [StateTransfer] = [], restore: String = "") {
+    public init(plan: Plan, dataAddresses: [NodeID: String], jobJSON: [UInt8], nextStep: UInt64, transfers: [StateTransfer] = [], restore: String = "", lastCommitGeneration: Generation = .zero) {
         self.plan = plan
         self.dataAddresses = dataAddresses
         self.jobJSON = jobJSON
         self.nextStep = nextStep
         self.transfers = transfers
         self.restore = restore
+        self.lastCommitGeneration = lastCommitGeneration
     }
 
     public func encode(to writer: inout WireWriter) {
@@ -58,6 +63,7 @@ public struct Assignment: WireCodable {
             writer.write(dataAddresses[node] ?? "")
         }
         writer.write(restore)
+        writer.write(lastCommitGeneration.value)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -133,6 +139,7 @@ public struct Assignment: WireCodable {
         }
         self.transfers = transfers
         restore = try reader.readString(limit: 4096)
+        lastCommitGeneration = Generation(try reader.read(UInt64.self))
     }
 }
 

@@ -32,6 +32,9 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: "How long a disconnected member may take to reconnect before it is declared dead.")
     var reconnectGrace: String = "500ms"
 
+    @Option(help: "After a restart, how long the members in the journal have to reconnect and resume before they are declared dead.")
+    var recoveryGrace: String = "15s"
+
     @Option(help: "Lifetime of node certificates issued at join.")
     var nodeCertLifetime: String = "7d"
 
@@ -57,6 +60,7 @@ struct ControllerCommand: AsyncParsableCommand {
         settings.suspectAfter = try positive(suspectAfter, "--suspect-after")
         settings.deadTimeout = try positive(deadTimeout, "--dead-timeout")
         settings.reconnectGrace = try parseDuration(reconnectGrace, option: "--reconnect-grace")
+        settings.recoveryGrace = try positive(recoveryGrace, "--recovery-grace")
         if let problem = settings.problem { throw ValidationError(problem) }
         return settings
     }

@@ -147,18 +147,24 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 0,                                     // no transfers
             0, 0, 0, 0,                                     // no sources outside the slots
             0, 0, 0, 0,                                     // no checkpoint to restore from
+            0, 0, 0, 0, 0, 0, 0, 0,                         // no step committed yet (generation 0)
         ])
         #expect(try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes)) == .assign(assignment))
         // An assignment of an earlier protocol (no transfer list, no source list, no restore
-        // path) is now a truncated message.
-        for cut in [4, 8, 12] {
+        // path, no commit generation) is now a truncated message.
+        for cut in [8, 12, 16, 20] {
             expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: Array(bytes.dropLast(cut)))) }
         }
         var restoring = assignment
         restoring.restore = "/ckpt/step-00000005"
         let restoringBytes = ControlMessage.assign(restoring).frame(generation: 9).payload
-        #expect(Array(restoringBytes.suffix(23)) == [0, 0, 0, 19] + Array("/ckpt/step-00000005".utf8))
+        #expect(Array(restoringBytes.suffix(31)) == [0, 0, 0, 19] + Array("/ckpt/step-00000005".utf8) + [0, 0, 0, 0, 0, 0, 0, 0])
         #expect(try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: restoringBytes)) == .assign(restoring))
+        var resumed = assignment
+        resumed.lastCommitGeneration = 7
+        let resumedBytes = ControlMessage.assign(resumed).frame(generation: 9).payload
+        #expect(Array(resumedBytes.suffix(8)) == [0, 0, 0, 0, 0, 0, 0, 7])
+        #expect(try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: resumedBytes)) == .assign(resumed))
     }
 
     /// Transfers follow the next step: a count, then per transfer the stage (u32) and the
@@ -171,9 +177,9 @@ struct ControlMessageRoundTripTests {
         with.transfers = [StateTransfer(stage: 0, from: "a", to: "b"), StateTransfer(stage: 1, from: "d", to: "c")]
         let before = ControlMessage.assign(without).frame(generation: 9).payload
         let bytes = ControlMessage.assign(with).frame(generation: 9).payload
-        #expect(before.suffix(20) == [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-        #expect(Array(bytes.prefix(before.count - 12)) == Array(before.dropLast(12)))
-        #expect(Array(bytes.dropFirst(before.count - 12)) == [
+        #expect(before.suffix(28) == [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(Array(bytes.prefix(before.count - 20)) == Array(before.dropLast(20)))
+        #expect(Array(bytes.dropFirst(before.count - 20)) == [
             0, 0, 0, 2,                                     // 2 transfers
             0, 0, 0, 0,                                     //   stage 0
             0, 0, 0, 1, 0x61,                               //   from "a"
@@ -183,6 +189,7 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 1, 0x63,                               //   to "c"
             0, 0, 0, 0,                                     // every source holds a slot
             0, 0, 0, 0,                                     // no restore path
+            0, 0, 0, 0, 0, 0, 0, 0,                         // no commit generation
         ])
         let decoded = try ControlMessage(frame: Frame(kind: 48, generation: 9, payload: bytes))
         #expect(decoded == .assign(with))

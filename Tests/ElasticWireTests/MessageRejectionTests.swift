@@ -254,6 +254,7 @@ struct AssignmentBytes {
     /// (node, address) of sources outside the slots.
     var outside: [(String, String)] = []
     var restore = ""
+    var lastCommitGeneration: UInt64 = 0
 
     /// Whether Assignment's up-front slot check (stages × replicas slots of at least 8 bytes
     /// each in the bytes after the replica count) refuses `payload`, a well-formed assignment
@@ -297,6 +298,7 @@ struct AssignmentBytes {
                 writer.write(address)
             }
             writer.write(restore)
+            writer.write(lastCommitGeneration)
         }
     }
 }
@@ -371,10 +373,10 @@ struct AssignmentRejectionTests {
     /// Every slot takes at least 8 bytes (two length fields): a stages × replicas product the
     /// rest of the message cannot hold is refused before any slot is read or allocated.
     @Test func aPlanClaimingMoreSlotsThanTheBytesHoldIsRefused() {
-        // Two 12-byte slots, then 30 bytes of spares, job, next step, transfers, sources and
-        // restore path: 54 bytes hold at most 6 slots by the 8-byte measure.
+        // Two 12-byte slots, then 38 bytes of spares, job, next step, transfers, sources,
+        // restore path and commit generation: 62 bytes hold at most 7 slots by the 8-byte measure.
         let cases: [(String, AssignmentBytes)] = [
-            ("1×7", AssignmentBytes(replicas: 7, nodes: [["a", "b"]])),
+            ("1×8", AssignmentBytes(replicas: 8, nodes: [["a", "b"]])),
             ("1×1000", AssignmentBytes(replicas: 1_000, nodes: [["a", "b"]])),
             ("1×\(UInt32.max)", AssignmentBytes(replicas: .max, nodes: [["a", "b"]])),
             ("1000×\(UInt32.max)", AssignmentBytes(stages: (0..<1_000).map { (UInt32($0), UInt32($0 + 1)) }, replicas: .max, nodes: [["a"]])),
@@ -406,7 +408,7 @@ struct AssignmentRejectionTests {
     /// assignment cut anywhere is refused as truncated.
     @Test
     func aSlotCountTheBytesCannotHoldIsTruncated() throws {
-        expectWireError(.truncated) { () throws(WireError) in try decode(AssignmentBytes(replicas: 6, nodes: [["a", "b"]])) }
+        expectWireError(.truncated) { () throws(WireError) in try decode(AssignmentBytes(replicas: 8, nodes: [["a", "b"]])) }
         let full = ControlMessage.assign(Samples.assignments[0]).frame(generation: 1).payload
         for length in 0..<full.count {
             expectWireError(.truncated, "cut to \(length)") { () throws(WireError) in try ControlMessage(frame: frame(.assign, Array(full[..<length]))) }
@@ -522,11 +524,12 @@ struct AssignmentTransferRejectionTests {
     /// cannot hold is refused before any transfer is read.
     @Test func aTransferCountTheBytesCannotHoldIsTruncated() throws {
         let one: [(UInt32, String, String)] = [(0, "a", "b")]  // 14 bytes
-        for count: UInt32 in [2, 3, 1_000, 0x1000_0000, .max] {
+        // (14 bytes of transfer and 16 after the list: 30 bytes pass the check for 2.)
+        for count: UInt32 in [3, 1_000, 0x1000_0000, .max] {
             let error = expectWireError(.truncated, "count \(count)") { () throws(WireError) in try decode(bytes(one, count: count)) }
             #expect(error?.message.contains("\(count)") == true, "count \(count): \(String(describing: error))")
         }
-        for count: UInt32 in [1, 5, .max] {
+        for count: UInt32 in [2, 5, .max] {
             expectWireError(.truncated, "count \(count), no transfers") { () throws(WireError) in try decode(bytes([], count: count)) }
         }
         // Exactly 12 bytes per transfer pass the count check; empty ids are then no nodes.
@@ -543,13 +546,14 @@ struct AssignmentTransferRejectionTests {
         // 14 bytes of transfer and 10 of a second: 24 bytes pass the count check for 2.
         let full = bytes([(0, "a", "b"), (1, "c", "d")]).bytes
         expectWireError(.truncated) { () throws(WireError) in try decode(Array(full.dropLast(4))) }
-        let listStart = full.count - 8 - 28
+        let listStart = full.count - 16 - 28
         for length in listStart..<full.count {
             expectWireError(.truncated, "cut to \(length) of \(full.count)") { () throws(WireError) in try decode(Array(full[..<length])) }
         }
         // A node id's length past the end (within its 64-byte limit), and one over the limit.
         // (Everything up to the transfer count of 1: the source count and restore path go.)
-        let header = Array(bytes([], count: 1).bytes.dropLast(8))
+        // (…and the commit generation.)
+        let header = Array(bytes([], count: 1).bytes.dropLast(16))
         let pastEnd = header + payload { $0.write(UInt32(0)); $0.write(UInt32(60)); $0.write(UInt32(0)) } + Array("a".utf8)
         expectWireError(.truncated) { () throws(WireError) in try decode(pastEnd) }
         let overLimit = header + payload { $0.write(UInt32(0)); $0.write(UInt32.max); $0.write(UInt32(0)) }

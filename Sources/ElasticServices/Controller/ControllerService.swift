@@ -1,4 +1,5 @@
 import ElasticCore
+import ElasticStorage
 import ElasticTransport
 import ElasticWire
 import Foundation
@@ -51,7 +52,6 @@ public struct ControllerService: Service {
         let authority = try paths.loadAuthority()
         let identity = try paths.loadControllerIdentity()
         let tls = try TLSContexts.controller(identity: identity, ca: authority.certificate)
-        let tokens = try TokenStore(file: paths.tokens)
         var job: AcceptedJob?
         if let jobFile = configuration.jobFile {
             guard let bytes = FileManager.default.contents(atPath: jobFile.path) else {
@@ -63,10 +63,47 @@ public struct ControllerService: Service {
         defer { events.close() }
         let ledger = LedgerFile(file: paths.ledger)
         defer { ledger.close() }
-        var training: ControllerTraining?
-        if let job { training = try ControllerTraining(job: job, restore: configuration.restore, logger: self.logger) }
+
+        // The durable state: what the journal holds, or nothing on a first start.
+        let store: JournalStore
+        let loaded: DurableStateLoad
+        do {
+            store = try JournalStore(directory: paths.journal.path)
+            loaded = try store.load()
+        } catch {
+            throw ElasticError("cannot read the controller's journal in \(paths.journal.path): \(error)")
+        }
+        if let dropped = loaded.dropped { logger.warning("journal: \(dropped) (a write the crash interrupted; nothing acted on it)") }
+        let (failures, failed) = AsyncStream<String>.makeStream()
+        let journal = ControllerJournal(store: store, state: loaded.state, logger: logger) { failed.yield($0) }
+        let recovering = loaded.state.generation > 0
+        if recovering {
+            logger.info("recovering from the journal (\(loaded.fromSnapshot ? "a snapshot and " : "")\(loaded.replayed) record(s)): generation \(loaded.state.generation), \(loaded.state.members.count) member(s)\(loaded.state.job.map { _ in ", a job at step \(loaded.state.nextStep)" } ?? "")")
+        }
+        var tokenRegistry = TokenStore.registry(loaded.state.tokens)
+        if loaded.state.tokens.isEmpty, FileManager.default.fileExists(atPath: paths.tokens.path) {
+            // A data dir from before the journal: its tokens move in once.
+            tokenRegistry = try TokenStore(file: paths.tokens).registry
+            guard journal.record(.tokens(TokenStore.durable(tokenRegistry))) else { throw ElasticError("cannot write the journal in \(paths.journal.path)") }
+            try? FileManager.default.moveItem(at: paths.tokens, to: paths.tokens.appendingPathExtension("imported"))
+        }
+        let tokens = TokenStore(registry: tokenRegistry) { registry in
+            guard journal.record(.tokens(TokenStore.durable(registry))) else { throw ElasticError("the journal cannot be written") }
+        }
+
+        let training = try ControllerTraining.starting(job: job, restore: configuration.restore, durable: loaded.state, logger: logger)
+        if let training, training.journaled == false {
+            journal.record(.job(training.durableJob))
+        }
+        let membership = recovering
+            ? Membership(settings: configuration.membership, recovering: loaded.state, now: MonotonicClock.now())
+            : Membership(settings: configuration.membership)
+        if recovering {
+            journal.record(.generation(membership.generation.value))
+            events.record(.opened(reason: "controller restarted; waiting up to \(configuration.membership.recoveryGrace.shortDescription) for \(membership.awaitingRecovery.count) member(s) to resume", generation: membership.generation))
+        }
         let state = ControllerState(
-            settings: configuration.membership, tokens: tokens, authority: authority, events: events, ledger: ledger,
+            membership: membership, tokens: tokens, authority: authority, events: events, ledger: ledger, journal: journal,
             training: training, baseDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
             nodeCertificateLifetime: configuration.nodeCertificateLifetime, logger: logger)
 
@@ -89,6 +126,14 @@ public struct ControllerService: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {
+                    // The journal cannot be written: stop rather than act on unrecorded changes.
+                    for await reason in failures {
+                        await state.shutdown()
+                        server.channel.close(promise: nil)
+                        throw ElasticError(reason)
+                    }
+                }
+                group.addTask {
                     while !Task.isCancelled, await !state.isShuttingDown {
                         let wait = await state.tick()
                         try? await Task.sleep(for: wait)
@@ -99,6 +144,7 @@ public struct ControllerService: Service {
                         group.addTask { await Self.serve(connection, state: state, logger: logger) }
                     }
                 }
+                failed.finish()
             }
         } onGracefulShutdown: {
             logger.info("shutting down: closing the listener and every connection")
@@ -139,6 +185,7 @@ struct ControllerPaths {
     var tokens: URL { dataDirectory.appendingPathComponent("tokens.json") }
     var events: URL { dataDirectory.appendingPathComponent("events.jsonl") }
     var ledger: URL { dataDirectory.appendingPathComponent("ledger.jsonl") }
+    var journal: URL { dataDirectory.appendingPathComponent("journal") }
 
     func loadAuthority() throws -> CertificateAuthority {
         try requirePKI()

@@ -42,9 +42,16 @@ actor ControllerState {
     private var departing: [NodeID: (connection: Int, since: Timestamp)] = [:]
     private let handOffTimeout: Duration = .seconds(30)
     private let baseDirectory: URL
+    /// The durable state: every change is recorded here before it is acted on.
+    private let journal: ControllerJournal
+    /// After a restart, training waits until every member the journal listed has resumed (or
+    /// was declared dead), so that the first plan keeps every holder on its layers.
+    private var awaitingRecovery: Bool
 
-    init(settings: Membership.Settings, tokens: TokenStore, authority: CertificateAuthority, events: EventLog, ledger: LedgerFile, training: ControllerTraining?, baseDirectory: URL, nodeCertificateLifetime: TimeInterval, logger: Logger) {
-        self.membership = Membership(settings: settings)
+    init(membership: Membership, tokens: TokenStore, authority: CertificateAuthority, events: EventLog, ledger: LedgerFile, journal: ControllerJournal, training: ControllerTraining?, baseDirectory: URL, nodeCertificateLifetime: TimeInterval, logger: Logger) {
+        self.membership = membership
+        self.journal = journal
+        self.awaitingRecovery = !membership.awaitingRecovery.isEmpty
         self.tokens = tokens
         self.authority = authority
         self.events = events
@@ -110,7 +117,14 @@ actor ControllerState {
         case (.node?, .hello(let hello)):
             let node = NodeID(connection.peer.name ?? "")
             dataAddresses[node] = hello.dataAddress
-            apply(membership.onJoin(node: node, address: connection.remoteAddress, capacity: hello.capacity, resuming: hello.resuming, now: now), requester: id)
+            var resuming = hello.resuming
+            if let recorded = journal.state.members[node.value], recorded.incarnation == resuming?.value,
+               recorded.certificateSerial != connection.peer.certificateSerial ?? "" {
+                // Same name, another certificate: not the member the journal knows.
+                logger.warning("\(node) asks to resume incarnation \(recorded.incarnation) with another certificate (serial \(connection.peer.certificateSerial ?? "?"), the journal has \(recorded.certificateSerial)); it joins as a new member")
+                resuming = nil
+            }
+            apply(membership.onJoin(node: node, address: connection.remoteAddress, capacity: hello.capacity, resuming: resuming, now: now), requester: id)
         case (.node?, .heartbeat(let incarnation)):
             apply(membership.onHeartbeat(node: NodeID(connection.peer.name ?? ""), incarnation: incarnation, generation: frame.generation, now: now), requester: id)
         case (.node?, .leave(let incarnation)):
@@ -202,6 +216,7 @@ actor ControllerState {
                     node: node, incarnation: incarnation,
                     heartbeatInterval: membership.settings.heartbeatInterval,
                     deadTimeout: membership.settings.deadTimeout)), generation: generation)
+                endRecoveryIfEveryoneIsBack()
             case let .acknowledge(_, generation):
                 if let requester { send(requester, .heartbeatAck, generation: generation) }
             case let .refuse(_, refusal):
@@ -232,9 +247,15 @@ actor ControllerState {
                 let members = live.map(\.node)
                 let memory = Dictionary(uniqueKeysWithValues: live.map { ($0.node, $0.capacity.memoryBytes) })
                 let leaving = Set(departing.keys)
+                if awaitingRecovery {
+                    guard membership.awaitingRecovery.isEmpty else { continue }
+                    awaitingRecovery = false
+                    logger.info("recovery after the restart ends: \(members.count) member(s)")
+                }
                 checkpointDecision { $0.onMembership(live: Set(members)) }
                 trainingDirectives { $0.onMembership(members: members, generation: generation, memory: memory, departing: leaving) }
             case let .record(event):
+                journalMembership(event, requester: requester)
                 events.record(event)
             case .scheduleTick:
                 break
@@ -369,6 +390,10 @@ actor ControllerState {
             refuse(id, Refused(.badRequest, "\(error)"))
             return
         }
+        guard let accepted = training, journal.record(.job(accepted.durableJob)) else {
+            refuse(id, Refused(.internalError, "the controller's journal cannot be written"))
+            return
+        }
         send(id, .done(message: "job '\(job.spec.name)' accepted: \(job.spec.totalSteps(samples: job.samples)) steps"))
         trainingDirectives { $0.start() }
     }
@@ -380,6 +405,9 @@ actor ControllerState {
         let before = current.coordinator.phase
         let directives = input(&current.coordinator)
         training = current
+        // Who holds what is durable before anything that depends on it is sent.
+        let holders = current.coordinator.holders.map(DurableState.HolderSet.init)
+        if holders != journal.state.holders { journal.record(.holders(holders)) }
         if current.coordinator.phase != before, case .waiting(let why) = current.coordinator.phase {
             logger.warning("training waits: \(why)")
         }
@@ -391,13 +419,15 @@ actor ControllerState {
                 logger.info("plan for generation \(plan.generation) from step \(nextStep): \(plan.summary)\(plan.spares.isEmpty ? "" : "; spares: " + plan.spares.map(\.value).joined(separator: " "))\(copies.isEmpty ? "" : "; state copies: " + copies)")
                 let restore = training?.coordinator.restoreSource
                 if let restore { logger.info("every slot loads its layers from checkpoint \(restore)") }
-                let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: job.json, nextStep: UInt64(nextStep), transfers: transfers, restore: restore ?? "")
+                let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: job.json, nextStep: UInt64(nextStep), transfers: transfers, restore: restore ?? "",
+                                            lastCommitGeneration: training?.coordinator.ledger.last?.generation ?? .zero)
                 let outside = Set(transfers.map(\.from)).subtracting(plan.workers + plan.spares).sorted()
                 for node in plan.workers + plan.spares + outside { sendToMember(node, .assign(assignment), generation: plan.generation) }
             case let .startStep(step, generation):
                 for node in training?.coordinator.plan?.workers ?? [] { sendToMember(node, .startStep(step: UInt64(step)), generation: generation) }
             case let .commit(step, generation):
-                guard let plan = training?.coordinator.plan else { continue }
+                // Written ahead in `.record`: without it, no worker may apply the step.
+                guard let plan = training?.coordinator.plan, journal.state.ledger.last?.step == step else { continue }
                 for node in plan.workers { sendToMember(node, .commit(step: UInt64(step)), generation: generation) }
                 // After the commit on the same connections: the writers snapshot the state
                 // this commit produces.
@@ -405,8 +435,10 @@ actor ControllerState {
                 checkpointDecision { $0.onCommitted(applied: step + 1, totalSteps: total, plan: plan) }
             case let .rolledBack(toStep, fromStep, checkpoint):
                 logger.warning("every holder of a stage is gone: training goes back to checkpoint \(checkpoint) (step \(toStep)); steps \(toStep)…\(fromStep - 1) are computed again")
+                journal.record(.rolledBack(toStep: toStep, fromStep: fromStep))
                 ledgerFile.appendRollback(toStep: toStep, fromStep: fromStep, checkpoint: checkpoint, job: job.spec.name)
             case let .record(entry):
+                journal.record(.committed(DurableState.Step(entry)))
                 ledgerFile.append(entry, job: job.spec.name)
                 if !entry.replicasAgree {
                     logger.error("step \(entry.step): replicas of a stage reported different weights (invariant 3 broken)")
@@ -418,11 +450,13 @@ actor ControllerState {
                     logger.info("step \(entry.step + 1)/\(state.coordinator.totalSteps) loss \(String(format: "%.6f", entry.loss)) · \(String(format: "%.0f", state.samplesPerSecond())) samples/s")
                 }
             case let .finished(steps):
+                journal.record(.jobEnded("finished"))
                 let ledger = training?.coordinator.ledger ?? []
                 let marks = Set((0...8).map { $0 * (steps - 1) / 8 } + [0, steps - 1])
                 let curve = ledger.filter { marks.contains($0.step) }.map { "\($0.step): \(String(format: "%.4f", $0.loss))" }.joined(separator: " · ")
                 logger.info("job '\(job.spec.name)' finished: \(steps) steps, final loss \(String(format: "%.6f", ledger.last?.loss ?? .nan)); loss curve \(curve)")
             case let .stopped(reason):
+                journal.record(.jobEnded("stopped: \(reason)"))
                 logger.error("training stopped: \(reason)")
             case let .openGeneration(reason):
                 apply(membership.onNewGeneration(reason: reason), requester: nil)
@@ -455,6 +489,36 @@ actor ControllerState {
         close(id, grace: .seconds(1))
     }
 
+    // MARK: - Durability
+
+    /// Records a membership change in the journal before anything about it is sent.
+    private func journalMembership(_ event: Membership.Event, requester: Int?) {
+        switch event {
+        case let .joined(node, incarnation, address, _):
+            let capacity = membership.members[node]?.capacity ?? Capacity(cores: 0, memoryBytes: 0, gflops: 0)
+            journal.record(.joined(DurableState.Member(
+                node: node.value, incarnation: incarnation.value, address: address, cores: capacity.cores,
+                memoryBytes: capacity.memoryBytes, gflops: capacity.gflops,
+                certificateSerial: requester.flatMap { connections[$0]?.peer.certificateSerial } ?? "",
+                dataAddress: dataAddresses[node] ?? "")))
+        case let .died(node, incarnation, reason, _, generation):
+            journal.record(.departed(DurableState.Departure(node: node.value, incarnation: incarnation.value, state: "dead", atGeneration: generation.value, reason: reason.rawValue)))
+        case let .left(node, incarnation, generation):
+            journal.record(.departed(DurableState.Departure(node: node.value, incarnation: incarnation.value, state: "left", atGeneration: generation.value, reason: "left the cluster")))
+        case let .opened(_, generation):
+            journal.record(.generation(generation.value))
+        case .resumed, .suspected, .recovered, .refused:
+            break
+        }
+    }
+
+    /// After a restart: once every member the journal listed has resumed, training continues
+    /// under a new generation (the holders keep their layers).
+    private func endRecoveryIfEveryoneIsBack() {
+        guard awaitingRecovery, membership.awaitingRecovery.isEmpty else { return }
+        apply(membership.onNewGeneration(reason: "controller recovered: every member resumed"), requester: nil)
+    }
+
     // MARK: - Checkpoints
 
     /// Runs one input through the checkpoint schedule and carries out its decision.
@@ -479,6 +543,7 @@ actor ControllerState {
                 let took = keeper.requestedAt.map { MonotonicClock.now().since($0).shortDescription } ?? "?"
                 training?.checkpoints?.schedule.onCommitted(checkpoint: pending.step, path: summary.path)
                 training?.checkpoints?.written.append(summary)
+                journal.record(.checkpoint(DurableState.Checkpoint(step: summary.step, path: summary.path, rawBytes: UInt64(summary.rawBytes), storedBytes: UInt64(summary.storedBytes))))
                 training?.coordinator.onCheckpoint(step: pending.step, path: summary.path)
                 logger.info("checkpoint of step \(pending.step) committed in \(took): \(summary.path), \(summary.rawBytes >> 10) KiB → \(summary.storedBytes >> 10) KiB (ratio \(String(format: "%.3f", summary.ratio)))")
                 let (store, keep, logger) = (keeper.store, keeper.keep, self.logger)

@@ -122,6 +122,56 @@ struct ControllerTraining {
     var checkpoints: ControllerCheckpoints?
     /// Each slot's gradient exchange in its last reported step.
     var traffic: [NodeID: TrainingStatus.Traffic] = [:]
+    /// Whether the journal already holds this job (it was recovered from it).
+    private(set) var journaled = false
+
+    /// The job as the journal keeps it.
+    var durableJob: DurableState.Job {
+        DurableState.Job(json: String(decoding: job.json, as: UTF8.self), samples: job.samples,
+                         resumeStep: coordinator.resumeStep, resumePath: coordinator.checkpoint?.path)
+    }
+
+    /// The job a starting controller runs: the one its journal holds (after a crash or a
+    /// restart), else the `--job` file's. A journal's unfinished job is never silently
+    /// replaced: a `--job` file that describes another job is refused, and `--restore` (an
+    /// explicit request to start from a checkpoint) starts the file's job afresh.
+    static func starting(job: AcceptedJob?, restore: String?, durable: DurableState, logger: Logger) throws -> ControllerTraining? {
+        if restore == nil, let recorded = durable.job {
+            let recovered: AcceptedJob
+            do {
+                recovered = try AcceptedJob.load(json: Array(recorded.json.utf8))
+            } catch {
+                throw ElasticError("the journal's job can no longer be loaded: \(error); fix that, or start with --restore to begin from a checkpoint")
+            }
+            if let job, job.json != recovered.json {
+                if durable.jobEnded == nil {
+                    throw ElasticError("the journal holds job '\(recovered.spec.name)' at step \(durable.nextStep) of \(recovered.spec.totalSteps(samples: recovered.samples)), unfinished, and --job names a different job; start the controller without --job (or with the same file) to continue it, or with --restore to start the file's job from a checkpoint")
+                }
+            } else {
+                var training = try ControllerTraining(job: recovered, recovering: durable, logger: logger)
+                training.journaled = true
+                return training
+            }
+        }
+        guard let job else { return nil }
+        return try ControllerTraining(job: job, restore: restore, logger: logger)
+    }
+
+    /// A job continued from the journal: its ledger, its holders and its newest checkpoint.
+    init(job: AcceptedJob, recovering durable: DurableState, logger: Logger) throws {
+        self.job = job
+        self.coordinator = TrainingCoordinator(job: job.spec, samples: job.samples)
+        self.checkpoints = ControllerCheckpoints(job: job.spec)
+        let now = MonotonicClock.now()
+        let newest = durable.checkpoints.last.map { (step: $0.step, path: $0.path) }
+            ?? durable.job?.resumePath.map { (step: durable.job?.resumeStep ?? 0, path: $0) }
+        coordinator.recover(
+            ledger: durable.ledger.map { $0.entry(committedAt: now) }, resumeStep: durable.resumeStep,
+            rolledBackSteps: durable.rolledBackSteps, holders: durable.holders?.holders, checkpoint: newest)
+        if let newest { checkpoints?.schedule.onCommitted(checkpoint: newest.step, path: newest.path) }
+        let state = durable.jobEnded.map { " (\($0))" } ?? ""
+        logger.info("job '\(job.spec.name)' continues from the journal at step \(coordinator.nextStep) of \(coordinator.totalSteps)\(state)")
+    }
 
     /// `restore`: `latest` or a checkpoint directory to start from (overrides the job's
     /// `checkpoint.resume`).

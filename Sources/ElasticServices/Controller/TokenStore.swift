@@ -3,37 +3,50 @@ import ElasticCore
 import ElasticTransport
 import Foundation
 
-/// Bootstrap tokens kept in `<data-dir>/tokens.json`: only a SHA-256 of each secret is stored.
-/// Every change is written to disk (atomically) before it is acknowledged.
+/// The bootstrap token registry: only a SHA-256 of each secret is kept. Every change is made
+/// durable (through `persist`: the controller's journal) before it is acknowledged.
 struct TokenStore {
     private(set) var registry: BootstrapTokens
-    let file: URL
+    private let persist: (BootstrapTokens) throws -> Void
 
-    private struct Stored: Codable {
-        var id: String
-        var secretSHA256: String
-        var createdAt: Int64
-        var expiresAt: Int64?
-        var usesLeft: UInt32?
-        var uses: UInt32
-        var description: String
+    init(registry: BootstrapTokens = BootstrapTokens(), persist: @escaping (BootstrapTokens) throws -> Void) {
+        self.registry = registry
+        self.persist = persist
     }
 
+    /// A registry kept in a JSON file of its own (`tokens.json`): how data dirs of earlier
+    /// versions kept tokens; the controller imports such a file into its journal once.
     init(file: URL) throws {
-        self.file = file
-        guard FileManager.default.fileExists(atPath: file.path) else {
+        let registry: BootstrapTokens
+        if FileManager.default.fileExists(atPath: file.path) {
+            do {
+                registry = Self.registry(try JSONDecoder().decode([DurableState.Token].self, from: Data(contentsOf: file)))
+            } catch {
+                throw ElasticError("cannot read the token store \(file.path): \(error.localizedDescription); move it aside to start with no tokens")
+            }
+        } else {
             registry = BootstrapTokens()
-            return
         }
-        do {
-            let stored = try JSONDecoder().decode([Stored].self, from: Data(contentsOf: file))
-            registry = BootstrapTokens(records: stored.map {
-                BootstrapTokens.Record(
-                    id: $0.id, secretHash: hexBytes($0.secretSHA256), createdAt: $0.createdAt, expiresAt: $0.expiresAt,
-                    usesLeft: $0.usesLeft, uses: $0.uses, description: $0.description)
-            })
-        } catch {
-            throw ElasticError("cannot read the token store \(file.path): \(error.localizedDescription); move it aside to start with no tokens")
+        self.init(registry: registry) { registry in
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let text = String(decoding: try encoder.encode(Self.durable(registry)), as: UTF8.self)
+            try PKIFiles.write(text + "\n", to: file, mode: 0o600)
+        }
+    }
+
+    static func registry(_ tokens: [DurableState.Token]) -> BootstrapTokens {
+        BootstrapTokens(records: tokens.map {
+            BootstrapTokens.Record(
+                id: $0.id, secretHash: hexBytes($0.secretSHA256), createdAt: $0.createdAt, expiresAt: $0.expiresAt,
+                usesLeft: $0.usesLeft, uses: $0.uses, description: $0.description)
+        })
+    }
+
+    static func durable(_ registry: BootstrapTokens) -> [DurableState.Token] {
+        registry.sorted.map {
+            DurableState.Token(id: $0.id, secretSHA256: $0.secretHash.map { String(format: "%02x", $0) }.joined(), createdAt: $0.createdAt,
+                               expiresAt: $0.expiresAt, usesLeft: $0.usesLeft, uses: $0.uses, description: $0.description)
         }
     }
 
@@ -73,14 +86,7 @@ struct TokenStore {
     }
 
     private func save() throws {
-        let stored = registry.sorted.map {
-            Stored(id: $0.id, secretSHA256: $0.secretHash.map { String(format: "%02x", $0) }.joined(), createdAt: $0.createdAt,
-                   expiresAt: $0.expiresAt, usesLeft: $0.usesLeft, uses: $0.uses, description: $0.description)
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let text = String(decoding: try encoder.encode(stored), as: UTF8.self)
-        try PKIFiles.write(text + "\n", to: file, mode: 0o600)
+        try persist(registry)
     }
 }
 

@@ -27,6 +27,8 @@ actor Trainer {
     private var totalSteps = 0
     /// The step whose gradients wait for the controller's commit.
     private var pendingStep: UInt64?
+    /// The generation of the plan `pendingStep` was computed under.
+    private var pendingGeneration: Generation?
     private var appliedSteps: UInt64 = 0
     /// The layers `stage` holds.
     private var heldLayers: Range<Int>?
@@ -87,6 +89,12 @@ actor Trainer {
     private func assign(_ assignment: Assignment) async {
         let plan = assignment.plan
         stepTask?.cancel()
+        // The plan says the step this worker computed committed, but the commit never came (the
+        // controller restarted after recording it): apply it now.
+        if let pendingStep, pendingStep + 1 == assignment.nextStep, pendingGeneration == assignment.lastCommitGeneration, stage != nil {
+            logger.info("step \(pendingStep) committed in generation \(assignment.lastCommitGeneration) before the controller restarted; applying it")
+            commit(pendingStep)
+        }
         // A step that did not commit is abandoned: its gradients were never applied, and its
         // codec state is dropped with it.
         pendingStep = nil
@@ -322,6 +330,7 @@ actor Trainer {
             // The checksum is of the state every replica must agree on: before this step's update.
             let checksum = stage.checksums().reduce(into: FNV1a64()) { $0.combine($1) }.value
             pendingStep = step
+            pendingGeneration = plan.generation
             report(.stepDone(StepReport(
                 step: step, lossSum: lossSum, samples: UInt32(samples), stateChecksum: checksum,
                 computeTime: ContinuousClock.now - started, bytesSent: UInt64(lastTraffic.sent),
