@@ -59,6 +59,7 @@ public final class ProgressReporter: @unchecked Sendable {
     private let lock = NSLock()
     private var throttle: ProgressThrottle
     private var phase = ""
+    private var phaseStarted = ContinuousClock.now
     private var open = false
     private var stepNumber = 0
     private let steps: Int?
@@ -86,12 +87,13 @@ public final class ProgressReporter: @unchecked Sendable {
     /// phase changes or completes.
     public func update(_ phase: String, completed: Int, total: Int, unit: ProgressUnit) {
         lock.withLock {
-            let elapsed = ContinuousClock.now - started
+            let now = ContinuousClock.now
             let milestone = phase != self.phase || completed >= total
-            // On a terminal a completed phase is drawn by the next one (or `finish`).
-            guard throttle.shouldDraw(now: elapsed, milestone: milestone) else { return }
+            if phase != self.phase { phaseStarted = now }
+            guard throttle.shouldDraw(now: now - started, milestone: milestone) else { return }
             self.phase = phase
-            let line = "\(title): " + Self.render(phase: phase, completed: completed, total: total, unit: unit, elapsed: elapsed)
+            // Rates are over the current phase.
+            let line = "\(title): " + Self.render(phase: phase, completed: completed, total: total, unit: unit, elapsed: now - phaseStarted)
             switch output {
             case .terminal(let write):
                 write("\r" + line + "\u{1B}[K")
