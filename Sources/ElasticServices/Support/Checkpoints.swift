@@ -99,6 +99,8 @@ public enum Checkpoints {
 
     /// `elastic checkpoint verify DIR`: every check, with progress per blob.
     public static func verifyReport(_ directory: String, progress: ProgressReporter? = nil) -> VerifyReport {
+        let blobs = (try? CheckpointReader.readManifest(directory: directory))?.blobs.count ?? 0
+        progress?.update("verifying", completed: 0, total: blobs, unit: .items("blobs"))
         let verification = CheckpointReader.verify(directory: directory, progress: progress.map { reporter in
             { reporter.update("verifying", completed: $0.blobs, total: $0.totalBlobs, unit: .items("blobs")) }
         })
@@ -162,6 +164,7 @@ public enum Checkpoints {
     /// `elastic checkpoint export DIR --npz FILE`: every tensor, verified, as a NumPy archive.
     public static func exportNPZ(_ directory: String, to file: String, progress: ProgressReporter? = nil) throws -> String {
         let total = totalStoredBytes(directory)
+        progress?.update("reading and verifying", completed: 0, total: total, unit: .bytes)
         let loaded = try CheckpointReader.load(directory: directory, progress: progress.map { reporter in
             { reporter.update("reading and verifying", completed: $0.bytes, total: total, unit: .bytes) }
         })
@@ -177,6 +180,7 @@ public enum Checkpoints {
     /// atomic rename, `latest`), at another zstd level if asked.
     public static func copy(_ directory: String, to root: String, options: CheckpointWriteOptions, progress: ProgressReporter? = nil) throws -> CheckpointSummary {
         let total = totalStoredBytes(directory)
+        progress?.update("reading and verifying", completed: 0, total: total, unit: .bytes)
         let loaded = try CheckpointReader.load(directory: directory, progress: progress.map { reporter in
             { reporter.update("reading and verifying", completed: $0.bytes, total: total, unit: .bytes) }
         })
