@@ -314,8 +314,83 @@ public struct TrainingStatus: WireCodable {
         }
     }
 
-    public init(job: String, phase: String, detail: String, committedSteps: UInt64, totalSteps: UInt64, lastLoss: Double, samplesPerSecond: Double, plan: String, recent: [Entry], traffic: [Traffic] = []) {
+    /// The current plan as a grid (nil before the first plan): its generation, each stage's
+    /// layers and the node in each replica's slot, and the spares.
+    public var grid: Grid?
+
+    public struct Grid: WireCodable {
+        public struct Stage: WireCodable {
+            /// Layers `firstLayer..<endLayer`.
+            public var firstLayer: UInt32
+            public var endLayer: UInt32
+            /// `nodes[replica]`.
+            public var nodes: [NodeID]
+
+            public init(firstLayer: UInt32, endLayer: UInt32, nodes: [NodeID]) {
+                self.firstLayer = firstLayer
+                self.endLayer = endLayer
+                self.nodes = nodes
+            }
+
+            public func encode(to writer: inout WireWriter) {
+                writer.write(firstLayer)
+                writer.write(endLayer)
+                writer.write(count: nodes.count)
+                for node in nodes { writer.write(node.value) }
+            }
+
+            public init(from reader: inout WireReader) throws(WireError) {
+                firstLayer = try reader.read(UInt32.self)
+                endLayer = try reader.read(UInt32.self)
+                guard endLayer > firstLayer else { throw WireError(.invalidValue, "a stage's layer range \(firstLayer)..<\(endLayer) is empty") }
+                let count = try reader.readCount(minimumItemSize: 4)
+                var nodes: [NodeID] = []
+                for _ in 0..<count { nodes.append(NodeID(try reader.readString(limit: 64))) }
+                self.nodes = nodes
+            }
+        }
+
+        public var generation: UInt64
+        public var stages: [Stage]
+        public var spares: [NodeID]
+
+        public init(generation: UInt64, stages: [Stage], spares: [NodeID]) {
+            self.generation = generation
+            self.stages = stages
+            self.spares = spares
+        }
+
+        /// The grid of `plan`.
+        public init(_ plan: Plan) {
+            generation = plan.generation.value
+            stages = zip(plan.stages, plan.nodes).map { Stage(firstLayer: UInt32(clamping: $0.lowerBound), endLayer: UInt32(clamping: $0.upperBound), nodes: $1) }
+            spares = plan.spares
+        }
+
+        public func encode(to writer: inout WireWriter) {
+            writer.write(generation)
+            writer.write(list: stages)
+            writer.write(count: spares.count)
+            for spare in spares { writer.write(spare.value) }
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            generation = try reader.read(UInt64.self)
+            stages = try reader.readList(minimumItemSize: 12)
+            let count = try reader.readCount(minimumItemSize: 4)
+            var spares: [NodeID] = []
+            for _ in 0..<count { spares.append(NodeID(try reader.readString(limit: 64))) }
+            self.spares = spares
+        }
+    }
+
+    /// Samples per step (the job's global batch), for an ETA from samples per second.
+    public var batch: UInt32
+
+    public init(job: String, phase: String, detail: String, committedSteps: UInt64, totalSteps: UInt64, lastLoss: Double, samplesPerSecond: Double, plan: String, recent: [Entry], traffic: [Traffic] = [], grid: Grid? = nil, batch: UInt32 = 0) {
         self.traffic = traffic
+        self.grid = grid
+        self.batch = batch
         self.job = job
         self.phase = phase
         self.detail = detail
@@ -338,6 +413,9 @@ public struct TrainingStatus: WireCodable {
         writer.write(plan)
         writer.write(list: recent)
         writer.write(list: traffic)
+        writer.write(grid != nil)
+        grid?.encode(to: &writer)
+        writer.write(batch)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -351,5 +429,7 @@ public struct TrainingStatus: WireCodable {
         plan = try reader.readString(limit: 64 << 10)
         recent = try reader.readList(minimumItemSize: 33)
         traffic = try reader.readList(minimumItemSize: 28)
+        grid = try reader.read(Bool.self) ? try Grid(from: &reader) : nil
+        batch = try reader.read(UInt32.self)
     }
 }

@@ -6,7 +6,7 @@ import Foundation
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the members the controller counts.",
+        abstract: "Show the members, the job's progress and its plan as a grid.",
         discussion: "Example: elastic status --data-dir ./elastic-data --json"
     )
 
@@ -28,6 +28,7 @@ struct Status: AsyncParsableCommand {
 struct Token: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create, list and revoke bootstrap tokens.",
+        discussion: "Example: elastic token create --ttl 1h --data-dir ./elastic-data",
         subcommands: [Create.self, List.self, Revoke.self]
     )
 

@@ -5,6 +5,7 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure parts of elastic against a baseline measured in the same run.",
+        discussion: "Example: elastic bench allreduce --ranks 4 --mib 64",
         subcommands: [AllReduce.self]
     )
 

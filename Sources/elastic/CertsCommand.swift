@@ -5,6 +5,7 @@ import Foundation
 struct Certs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create and inspect the cluster's certificates.",
+        discussion: "Example: elastic certs init --dir ./elastic-data && elastic certs hash --dir ./elastic-data",
         subcommands: [Init.self, Hash.self]
     )
 

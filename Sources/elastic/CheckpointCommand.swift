@@ -10,6 +10,7 @@ struct CheckpointCommand: AsyncParsableCommand {
         discussion: """
         A checkpoint root holds step-NNNNNNNN directories and a 'latest' pointer. Where a
         checkpoint is expected, give a step directory, ROOT/latest, or ROOT (its latest).
+        Example: elastic checkpoint list ./checkpoints/w1 --verify
         """,
         subcommands: [List.self, Verify.self, Inspect.self, Export.self, Copy.self]
     )
@@ -17,7 +18,10 @@ struct CheckpointCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List the checkpoints of a root: step, time, size, ratio, valid?",
-            discussion: "Example: elastic checkpoint list ./checkpoints/w1 --verify"
+            discussion: """
+            Example: elastic checkpoint list ./checkpoints/w1 --verify
+            Example: elastic checkpoint list ./checkpoints/w1 --json
+            """
         )
 
         @Argument(help: "The checkpoint root (the job's checkpoint.directory).")
@@ -26,24 +30,34 @@ struct CheckpointCommand: AsyncParsableCommand {
         @Flag(help: "Verify every checksum of every checkpoint (default: the structure only).")
         var verify = false
 
+        @Flag(help: "Print JSON instead of a table.")
+        var json = false
+
         func run() async throws {
-            print(try Checkpoints.listTable(root: root, verifyAll: verify))
+            let entries = try Checkpoints.list(root: root, verifyAll: verify, progress: ProgressReporter("checkpoint list"))
+            print(json ? try encodeJSON(entries) : Checkpoints.listTable(entries, root: root))
         }
     }
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check every size and checksum of a checkpoint; the exit status says whether it is valid.",
-            discussion: "Example: elastic checkpoint verify ./checkpoints/w1/step-00000100"
+            discussion: """
+            Example: elastic checkpoint verify ./checkpoints/w1/step-00000100
+            Example: elastic checkpoint verify ./checkpoints/w1 --json
+            """
         )
 
         @Argument(help: "A step directory, ROOT/latest or ROOT.")
         var checkpoint: String
 
+        @Flag(help: "Print JSON instead of text (the exit status still says whether it is valid).")
+        var json = false
+
         func run() async throws {
-            let (text, valid) = Checkpoints.verify(try Checkpoints.resolve(checkpoint))
-            print(text)
-            if !valid { throw ExitCode(2) }
+            let report = Checkpoints.verifyReport(try Checkpoints.resolve(checkpoint), progress: ProgressReporter("checkpoint verify"))
+            print(json ? try encodeJSON(report) : Checkpoints.verifyText(report))
+            if !report.valid { throw ExitCode(2) }
         }
     }
 
@@ -82,7 +96,7 @@ struct CheckpointCommand: AsyncParsableCommand {
         var npz: String
 
         func run() async throws {
-            print(try Checkpoints.exportNPZ(try Checkpoints.resolve(checkpoint), to: npz))
+            print(try Checkpoints.exportNPZ(try Checkpoints.resolve(checkpoint), to: npz, progress: ProgressReporter("checkpoint export")))
         }
     }
 
@@ -115,10 +129,15 @@ struct CheckpointCommand: AsyncParsableCommand {
 
         func run() async throws {
             let options = CheckpointWriteOptions(level: Int32(level), shuffle: CheckpointWriteOptions.ShufflePolicy(rawValue: shuffle) ?? .auto, compressionThreads: threads)
-            let summary = try Checkpoints.copy(try Checkpoints.resolve(checkpoint), to: destination, options: options) {
-                FileHandle.standardError.write(Data("\($0)\n".utf8))
-            }
+            let summary = try Checkpoints.copy(try Checkpoints.resolve(checkpoint), to: destination, options: options, progress: ProgressReporter("checkpoint copy"))
             print("copied step \(summary.step) to \(summary.path) (\(summary.rawBytes) bytes raw, \(summary.storedBytes) stored, ratio \(String(format: "%.3f", summary.ratio)))")
         }
     }
+}
+
+/// Pretty, key-sorted JSON, as every `--json` prints.
+func encodeJSON(_ value: some Encodable) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }

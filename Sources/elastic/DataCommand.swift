@@ -6,6 +6,7 @@ struct DataCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
         abstract: "Make, import and inspect data sets (directories of checksummed shard files).",
+        discussion: "Example: elastic data generate w1 --out ./data/w1 --shards 4 && elastic data inspect ./data/w1",
         subcommands: [Generate.self, Import.self, Inspect.self]
     )
 
@@ -40,7 +41,7 @@ struct DataCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let progress = ProgressLine()
+            let progress = ProgressReporter("data generate")
             let summary = try DataSets.generateW1(directory: out, seed: seed, samples: samples, shards: shards, overwrite: force, progress: progress)
             progress.finish()
             print(summary)
@@ -60,7 +61,7 @@ struct DataCommand: AsyncParsableCommand {
         var json = false
 
         func run() async throws {
-            let progress = ProgressLine()
+            let progress = ProgressReporter("data inspect")
             let (text, valid) = try DataSets.inspect(directory: directory, json: json, progress: progress)
             progress.finish()
             print(text)
@@ -116,7 +117,7 @@ struct DataCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let progress = ProgressLine()
+            let progress = ProgressReporter("data import")
             let summary = try DataSets.importData(
                 csv: csv, npyFeatures: npyFeatures, npyLabels: npyLabels, labelColumn: labelColumn, header: header,
                 classes: classes, out: out, shards: shards, overwrite: force, progress: progress)
@@ -144,29 +145,5 @@ struct Train: AsyncParsableCommand {
         }
         let json = try DataSets.resolveJob(Array(bytes), relativeTo: url.deletingLastPathComponent())
         print(try await admin.client().submitJob(json: json))
-    }
-}
-
-/// Progress on stderr, on one line, at most a few times a second.
-/// Called from the operation's own thread only, so its state needs no lock.
-final class ProgressLine: @unchecked Sendable, DatasetProgressReporting {
-    private var last = Date.distantPast
-    private var lastPhase = ""
-    private var open = false
-
-    func report(phase: String, fraction: Double, done: Bool) {
-        let now = Date()
-        guard done || phase != lastPhase || now.timeIntervalSince(last) > 0.25 else { return }
-        last = now
-        lastPhase = phase
-        FileHandle.standardError.write(Data("\r\(phase) \(Int(fraction * 100))%   ".utf8))
-        open = true
-        if done { finish() }
-    }
-
-    /// Ends the progress line, if one was drawn.
-    func finish() {
-        if open { FileHandle.standardError.write(Data("\n".utf8)) }
-        open = false
     }
 }

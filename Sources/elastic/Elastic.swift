@@ -32,7 +32,7 @@ struct Elastic: AsyncParsableCommand {
         commandName: "elastic",
         abstract: "A fault-tolerant, elastic training cluster manager.",
         discussion: """
-        Set up a cluster on one host:
+        Example: a cluster on one host
           elastic certs init --dir ./elastic-data
           elastic controller --listen 0.0.0.0:7400 --data-dir ./elastic-data &
           elastic token create --data-dir ./elastic-data

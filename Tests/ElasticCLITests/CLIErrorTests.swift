@@ -81,14 +81,52 @@ struct CLIErrorTests {
         expectOneErrorLine(result.stderr, containing: "connection refused by 127.0.0.1:\(port)")
     }
 
+    /// Every command and subcommand, found by walking the SUBCOMMANDS sections of `--help` from
+    /// the root (so a new command cannot be missed), prints an example.
     @Test func helpHasAnExampleForEveryCommand() async throws {
         let directory = try makeTemporaryDirectory("cli")
         defer { try? FileManager.default.removeItem(at: directory) }
-        for command in [["certs", "init"], ["certs", "hash"], ["controller"], ["join"], ["status"], ["token", "create"], ["token", "list"], ["token", "revoke"]] {
+        var queue: [[String]] = [[]]
+        var visited: [[String]] = []
+        while let command = queue.first {
+            queue.removeFirst()
+            visited.append(command)
             let result = try await CLI.run(command + ["--help"], in: directory)
-            #expect(result.status == 0)
-            #expect(result.stdout.contains("Example: elastic \(command[0])"), "\(command) --help has no example")
+            #expect(result.status == 0, "\(command) --help exited with \(result.status)")
+            #expect(result.stdout.contains("Example"), "'elastic \(command.joined(separator: " "))' --help has no example:\n\(result.stdout)")
+            queue += Self.subcommands(inHelp: result.stdout).map { command + [$0] }
         }
+        // The walk found the tree, not just the root.
+        #expect(visited.count >= 20, "found only \(visited)")
+        for expected in [["checkpoint", "copy"], ["token", "revoke"], ["data", "import"], ["bench", "allreduce"], ["join"]] {
+            #expect(visited.contains(expected), "\(expected) was not found from the root's --help")
+        }
+    }
+
+    /// The commands a script reads have --json.
+    @Test func scriptableCommandsHaveJSON() async throws {
+        let directory = try makeTemporaryDirectory("cli")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for command in [["status"], ["token", "list"], ["checkpoint", "list"], ["checkpoint", "inspect"], ["checkpoint", "verify"], ["data", "inspect"]] {
+            let result = try await CLI.run(command + ["--help"], in: directory)
+            #expect(result.stdout.contains("--json"), "\(command) has no --json")
+        }
+    }
+
+    /// The names under "SUBCOMMANDS:" in ArgumentParser's help (not the synthesized `help`).
+    static func subcommands(inHelp help: String) -> [String] {
+        var names: [String] = []
+        var inSection = false
+        for line in help.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("SUBCOMMANDS:") { inSection = true; continue }
+            guard inSection else { continue }
+            if line.trimmingCharacters(in: .whitespaces).isEmpty { break }
+            // "  name      abstract"; continuation lines of a long abstract are indented further.
+            guard line.hasPrefix("  "), let first = line.dropFirst(2).first, first != " " else { continue }
+            let name = String(line.dropFirst(2).prefix { $0 != " " })
+            if name != "help" { names.append(name) }
+        }
+        return names
     }
 }
 

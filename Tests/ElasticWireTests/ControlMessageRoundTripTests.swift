@@ -14,6 +14,9 @@ struct ControlMessageRoundTripTests {
         let statuses = Samples.all.compactMap { if case .statusReply(let s) = $0 { s } else { nil } }
         #expect(statuses.contains { $0.training == nil } && statuses.contains { $0.training != nil })
         #expect(statuses.contains { ($0.training?.recent.count ?? 0) >= 2 })
+        #expect(statuses.contains { $0.training != nil && $0.training?.grid == nil })
+        #expect(statuses.contains { ($0.training?.grid?.stages.count ?? 0) >= 2 && !($0.training?.grid?.spares.isEmpty ?? true) })
+        #expect(statuses.contains { $0.training?.grid?.spares.isEmpty == true })
         let hellos = Samples.all.compactMap { if case .hello(let h) = $0 { h } else { nil } }
         #expect(hellos.contains { $0.dataAddress.isEmpty } && hellos.contains { !$0.dataAddress.isEmpty })
         let assignments = Samples.all.compactMap { if case .assign(let a) = $0 { a } else { nil } }
@@ -311,8 +314,34 @@ struct ControlMessageRoundTripTests {
             0x3F, 0xE0, 0, 0, 0, 0, 0, 0,                   //   loss
             1,                                              //   replicas agree
             0, 0, 0, 0,                                     // no traffic rows
+            0,                                              // no plan grid
+            0, 0, 0, 0,                                     // batch 0
         ])
         #expect(try ControlMessage(frame: Frame(kind: 33, generation: 1, payload: withBytes)) == .statusReply(with))
+    }
+
+    @Test func thePlanGridIsAppendedAfterTheTrafficRows() throws {
+        let training = TrainingStatus(
+            job: "", phase: "", detail: "", committedSteps: 0, totalSteps: 0, lastLoss: 0, samplesPerSecond: 0, plan: "", recent: [],
+            grid: TrainingStatus.Grid(Plan(generation: 7, stages: [0..<2, 2..<5], replicas: 2, nodes: [["a", "b"], ["c", "d"]], spares: ["e"])),
+            batch: 256)
+        var writer = WireWriter()
+        training.encode(to: &writer)
+        let prefix = 4 + 4 + 4 + 8 + 8 + 8 + 8 + 4 + 4 + 4   // job … plan, no recent entries, no traffic rows
+        #expect(Array(writer.bytes[prefix...]) == [
+            1,                                              // a grid:
+            0, 0, 0, 0, 0, 0, 0, 7,                         //   generation
+            0, 0, 0, 2,                                     //   2 stages:
+            0, 0, 0, 0, 0, 0, 0, 2,                         //     layers 0..<2
+            0, 0, 0, 2, 0, 0, 0, 1, 0x61, 0, 0, 0, 1, 0x62, //     a b
+            0, 0, 0, 2, 0, 0, 0, 5,                         //     layers 2..<5
+            0, 0, 0, 2, 0, 0, 0, 1, 0x63, 0, 0, 0, 1, 0x64, //     c d
+            0, 0, 0, 1, 0, 0, 0, 1, 0x65,                   //   spares: e
+            0, 0, 1, 0,                                     // batch 256
+        ])
+        var reader = WireReader(writer.bytes)
+        #expect(try TrainingStatus(from: &reader) == training)
+        #expect(reader.remaining == 0)
     }
 
     /// Before the first committed step the controller reports a NaN last loss ("none yet"): it

@@ -193,12 +193,42 @@ struct MessageRejectionTests {
         }
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status(count: 2, entryBytes: 65)) }
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status(count: Int(UInt32.max), entryBytes: 33)) }
-        // (66 bytes of entries, then an empty traffic list.)
-        #expect(throws: Never.self) { try ControlMessage(frame: status(count: 2, entryBytes: 70)) }
+        // (66 bytes of entries, then an empty traffic list, no grid, batch 0.)
+        #expect(throws: Never.self) { try ControlMessage(frame: status(count: 2, entryBytes: 75)) }
         // A replicas-agree flag other than 0 or 1.
         var bad = status(count: 1, entryBytes: 33)
         bad.payload[bad.payload.count - 1] = 2
         expectWireError(.invalidValue) { () throws(WireError) in try ControlMessage(frame: bad) }
+    }
+
+    @Test func aPlanGridWithAnEmptyStageOrAnImpossibleCountIsRefused() {
+        func status(_ grid: (inout WireWriter) -> Void) -> Frame {
+            frame(.statusReply, payload {
+                $0.write(UInt64(1)); $0.write(UInt64(0)); $0.write(UInt64(500)); $0.write(UInt64(2_000)); $0.write(count: 0)
+                $0.write(true); $0.write("j"); $0.write("p"); $0.write("")
+                $0.write(UInt64(0)); $0.write(UInt64(0)); $0.write(0.0); $0.write(0.0); $0.write("")
+                $0.write(count: 0); $0.write(count: 0)
+                grid(&$0)
+            })
+        }
+        // An empty layer range.
+        expectWireError(.invalidValue) { () throws(WireError) in
+            try ControlMessage(frame: status { $0.write(true); $0.write(UInt64(1)); $0.write(count: 1); $0.write(UInt32(3)); $0.write(UInt32(3)); $0.write(count: 0); $0.write(count: 0); $0.write(UInt32(1)) })
+        }
+        // More stages, nodes or spares than the bytes can hold.
+        expectWireError(.truncated) { () throws(WireError) in
+            try ControlMessage(frame: status { $0.write(true); $0.write(UInt64(1)); $0.write(count: Int(UInt32.max)) })
+        }
+        expectWireError(.truncated) { () throws(WireError) in
+            try ControlMessage(frame: status { $0.write(true); $0.write(UInt64(1)); $0.write(count: 1); $0.write(UInt32(0)); $0.write(UInt32(1)); $0.write(count: 1_000) })
+        }
+        expectWireError(.truncated) { () throws(WireError) in
+            try ControlMessage(frame: status { $0.write(true); $0.write(UInt64(1)); $0.write(count: 0); $0.write(count: 1_000) })
+        }
+        // A grid flag other than 0 or 1, and a missing batch.
+        expectWireError(.invalidValue) { () throws(WireError) in try ControlMessage(frame: status { $0.write(UInt8(2)); $0.write(UInt32(1)) }) }
+        expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status { $0.write(false) }) }
+        #expect(throws: Never.self) { try ControlMessage(frame: status { $0.write(false); $0.write(UInt32(256)) }) }
     }
 
     @Test func aNonFiniteLossSumIsRefused() throws {

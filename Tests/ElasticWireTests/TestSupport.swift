@@ -140,9 +140,16 @@ enum Samples {
                 TrainingStatus.Entry(step: 40, epoch: 0, nextSample: 2_624, loss: 0.75, replicasAgree: true),
                 TrainingStatus.Entry(step: 41, epoch: 1, nextSample: 0, loss: -0.0, replicasAgree: true),
                 TrainingStatus.Entry(step: 42, epoch: .max, nextSample: .max, loss: .infinity, replicasAgree: false),
-            ]),
+            ],
+            traffic: [TrainingStatus.Traffic(node: "w1", bytesSent: 1_024, bytesReceived: 2_048, uncompressedBytes: 4_096)],
+            grid: TrainingStatus.Grid(plan), batch: 256),
         TrainingStatus(job: "", phase: "", detail: "", committedSteps: 0, totalSteps: 0, lastLoss: -.greatestFiniteMagnitude,
                        samplesPerSecond: 0, plan: "", recent: []),
+        // One stage of one replica, no spares, layer bounds near UInt32.max, the largest batch.
+        TrainingStatus(job: "j", phase: "training", detail: "", committedSteps: 1, totalSteps: 2, lastLoss: 0.5,
+                       samplesPerSecond: 1, plan: "", recent: [],
+                       grid: TrainingStatus.Grid(generation: .max, stages: [.init(firstLayer: 0, endLayer: .max, nodes: ["nœud-ü"])], spares: []),
+                       batch: .max),
     ]
 
     static let stepReports: [StepReport] = [
@@ -184,6 +191,8 @@ enum Samples {
                                    deadTimeout: .seconds(2), members: memberStatuses, training: trainingStatuses[0])),
         .statusReply(ClusterStatus(generation: 1, uptime: .zero, heartbeatInterval: .milliseconds(1),
                                    deadTimeout: .zero, members: [], training: trainingStatuses[1])),
+        .statusReply(ClusterStatus(generation: 2, uptime: .zero, heartbeatInterval: .milliseconds(1),
+                                   deadTimeout: .zero, members: [], training: trainingStatuses[2])),
         .tokenCreate(TokenCreate(ttl: nil, uses: nil, description: "")),
         .tokenCreate(TokenCreate(ttl: .seconds(3_600), uses: 5, description: "ci runners")),
         .tokenCreate(TokenCreate(ttl: .zero, uses: 0, description: "zero")),

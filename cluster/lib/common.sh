@@ -44,43 +44,121 @@ start_controller() {  # [extra controller arguments…]
     ADDRESS="$(cat "$WORK/controller/controller.address")"
 }
 
+# Starts worker-1…worker-COUNT with one new token. Sets WORKER_PIDS and WORKER_NAMES (same order).
 join_workers() {  # COUNT [extra join arguments…]
     local count="$1"; shift
     local token hash
     token="$("$E" token create --data-dir "$WORK/controller" --ttl 1h --uses "$count" --description "local cluster" 2>/dev/null)"
     hash="$("$E" certs hash --dir "$WORK/controller")"
     WORKER_PIDS=()
+    WORKER_NAMES=()
     for i in $(seq "$count"); do
-        "$E" join "$ADDRESS" --token "$token" --ca-hash "$hash" --name "worker-$i" --data-dir "$WORK/worker-$i" \
-            --data-listen 127.0.0.1:0 "$@" 2>"$WORK/worker-$i.log" &
-        WORKER_PIDS+=($!)
-        PIDS+=($!)
+        join_worker "worker-$i" "$token" "$hash" "$@"
     done
 }
 
-# Waits until the job is finished or stopped (at most LIMIT seconds, default 1800); prints a
-# progress line on stderr when it changes if VERBOSE=1. Sets PHASE.
+# Starts one worker NAME (data dir $WORK/NAME, log $WORK/NAME.log) with TOKEN and the CA HASH;
+# appends it to WORKER_PIDS, WORKER_NAMES and PIDS.
+join_worker() {  # NAME TOKEN HASH [extra join arguments…]
+    local name="$1" token="$2" hash="$3"; shift 3
+    "$E" join "$ADDRESS" --token "$token" --ca-hash "$hash" --name "$name" --data-dir "$WORK/$name" \
+        --data-listen 127.0.0.1:0 "$@" 2>"$WORK/$name.log" &
+    WORKER_PIDS+=($!)
+    WORKER_NAMES+=("$name")
+    PIDS+=($!)
+}
+
+# The pid of worker NAME (from WORKER_NAMES/WORKER_PIDS).
+worker_pid() {  # NAME
+    local i
+    for i in "${!WORKER_NAMES[@]}"; do
+        [ "${WORKER_NAMES[$i]}" = "$1" ] && { echo "${WORKER_PIDS[$i]}"; return 0; }
+    done
+    return 1
+}
+
+# Drops worker NAME from WORKER_NAMES/WORKER_PIDS (it was killed and reaped).
+forget_worker() {  # NAME
+    local i names=() pids=()
+    for i in "${!WORKER_NAMES[@]}"; do
+        [ "${WORKER_NAMES[$i]}" = "$1" ] && continue
+        names+=("${WORKER_NAMES[$i]}"); pids+=("${WORKER_PIDS[$i]}")
+    done
+    WORKER_NAMES=("${names[@]}"); WORKER_PIDS=("${pids[@]}")
+}
+
+# Committed steps so far: the step lines of the controller's ledger (not rollback lines).
+committed_steps() {
+    local count
+    count="$(grep -c '"step":' "$WORK/controller/ledger.jsonl" 2>/dev/null)" || true
+    echo "${count:-0}"
+}
+
+# Prints a status progress line on stderr (VERBOSE=1): redrawn in place on a terminal, otherwise
+# at most one line every 5 s.
+_progress_last=0
+show_progress() {
+    local line now
+    [ "${VERBOSE:-0}" = 1 ] || return 0
+    line="$("$E" status --data-dir "$WORK/controller" 2>/dev/null | grep -E '^  step ' | sed 's/^  //' || true)"
+    [ -n "$line" ] || return 0
+    if [ -t 2 ]; then
+        printf '\r%s\033[K' "$line" >&2
+    else
+        now=$(date +%s)
+        if [ $((now - _progress_last)) -ge 5 ]; then echo "  $line" >&2; _progress_last=$now; fi
+    fi
+}
+
+# Ends a progress line drawn in place.
+end_progress() {
+    if [ "${VERBOSE:-0}" = 1 ] && [ -t 2 ]; then echo >&2; fi
+}
+
+# Waits until at least COUNT steps are committed (at most LIMIT seconds, default 600); fails if the
+# job stops first or the controller exits.
+wait_for_steps() {  # COUNT [LIMIT]
+    local count="$1" limit="${2:-600}" polls=0
+    while [ "$(committed_steps)" -lt "$count" ]; do
+        if ! kill -0 "$CONTROLLER" 2>/dev/null || grep -q 'training stopped' "$WORK/controller.log"; then
+            end_progress
+            echo "error: training stopped before step $count (log: $WORK/controller.log)" >&2
+            return 1
+        fi
+        polls=$((polls + 1))
+        if [ "$polls" -ge $((limit * 10)) ]; then
+            end_progress
+            echo "error: fewer than $count steps committed after $limit s" >&2
+            return 1
+        fi
+        [ $((polls % 5)) -eq 0 ] && show_progress
+        sleep 0.1
+    done
+    end_progress
+}
+
+# Waits until the job is finished or stopped (at most LIMIT seconds, default 1800); shows the
+# progress line (show_progress) if VERBOSE=1. Sets PHASE.
 wait_for_job() {  # [LIMIT]
-    local limit="${1:-1800}" json line last="" waiting=0
+    local limit="${1:-1800}" json waiting=0
     PHASE=""
     for _ in $(seq $((limit * 2))); do
         json="$("$E" status --data-dir "$WORK/controller" --json 2>/dev/null || true)"
         PHASE="$(printf '%s' "$json" | grep -o '"phase" : "[a-z]*"' | cut -d'"' -f4)"
-        if [ "${VERBOSE:-0}" = 1 ]; then
-            line="$("$E" status --data-dir "$WORK/controller" 2>/dev/null | grep -E '^  step ' || true)"
-            if [ -n "$line" ] && [ "$line" != "$last" ]; then echo "$line" >&2; last="$line"; fi
-        fi
+        show_progress
         case "$PHASE" in
-            finished|stopped) return 0 ;;
+            finished|stopped) end_progress; return 0 ;;
             waiting) waiting=$((waiting + 1)) ;;
             *) waiting=0 ;;
         esac
         if [ "$waiting" -ge 120 ]; then
+            end_progress
             echo "error: the job is still waiting after 60 s: $(printf '%s' "$json" | grep -o '"detail" : "[^"]*"' | cut -d'"' -f4)" >&2
             return 1
         fi
         sleep 0.5
     done
+    end_progress
 }
 
 # SIGTERM to every worker (each leaves), then to the controller; fails if any exit status is not 0.

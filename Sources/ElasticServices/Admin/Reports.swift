@@ -46,6 +46,37 @@ public struct StatusReport: Codable, Sendable, Equatable {
             public var bytesReceived: UInt64
             public var compressionRatio: Double
         }
+
+        /// Committed over total steps, 0…100.
+        public var percent: Double
+        /// Samples per step.
+        public var batch: UInt32
+        /// The time left at the current throughput; nil while it is unknown.
+        public var etaSeconds: Double?
+        /// The current plan; nil before the first one.
+        public var grid: Grid?
+
+        /// The plan as a grid: rows are stages, columns replicas.
+        public struct Grid: Codable, Sendable, Equatable {
+            public struct Stage: Codable, Sendable, Equatable {
+                public var stage: Int
+                public var firstLayer: Int
+                public var lastLayer: Int
+                public var replicas: [Cell]
+            }
+
+            /// A node in the plan and its member state (`alive`, `suspect`, `dead`, `left`,
+            /// or `unknown` when the controller no longer lists it).
+            public struct Cell: Codable, Sendable, Equatable {
+                public var replica: Int?
+                public var node: String
+                public var state: String
+            }
+
+            public var generation: UInt64
+            public var stages: [Stage]
+            public var spares: [Cell]
+        }
     }
 
     public var generation: UInt64
@@ -68,13 +99,31 @@ public struct StatusReport: Codable, Sendable, Equatable {
                 lastHeartbeatAgeMs: live ? $0.lastHeardAge.milliseconds : nil,
                 cores: $0.capacity.cores, memoryBytes: $0.capacity.memoryBytes, gflops: $0.capacity.gflops, note: $0.note)
         }
+        var states: [String: String] = [:]
+        for member in status.members where states[member.node.value] == nil { states[member.node.value] = member.state.rawValue }
         training = status.training.map { training in
-            Training(
+            let remaining = training.totalSteps > training.committedSteps ? training.totalSteps - training.committedSteps : 0
+            let eta: Double? = if remaining == 0 { 0 } else if training.samplesPerSecond > 0, training.batch > 0 {
+                Double(remaining) * Double(training.batch) / training.samplesPerSecond
+            } else { nil }
+            let grid = training.grid.map { grid in
+                Training.Grid(
+                    generation: grid.generation,
+                    stages: grid.stages.enumerated().map { index, stage in
+                        Training.Grid.Stage(
+                            stage: index, firstLayer: Int(stage.firstLayer), lastLayer: Int(stage.endLayer) - 1,
+                            replicas: stage.nodes.enumerated().map { Training.Grid.Cell(replica: $0, node: $1.value, state: states[$1.value] ?? "unknown") })
+                    },
+                    spares: grid.spares.map { Training.Grid.Cell(replica: nil, node: $0.value, state: states[$0.value] ?? "unknown") })
+            }
+            return Training(
                 job: training.job, phase: training.phase, detail: training.detail, committedSteps: training.committedSteps,
                 totalSteps: training.totalSteps, lastLoss: training.lastLoss.isFinite ? training.lastLoss : nil,
                 samplesPerSecond: training.samplesPerSecond, plan: training.plan,
                 recent: training.recent.map { Training.Step(step: $0.step, epoch: $0.epoch, nextSample: $0.nextSample, loss: $0.loss, replicasAgree: $0.replicasAgree) },
-                traffic: training.traffic.map { Training.Traffic(node: $0.node.value, bytesSent: $0.bytesSent, bytesReceived: $0.bytesReceived, compressionRatio: $0.ratio) })
+                traffic: training.traffic.map { Training.Traffic(node: $0.node.value, bytesSent: $0.bytesSent, bytesReceived: $0.bytesReceived, compressionRatio: $0.ratio) },
+                percent: training.totalSteps > 0 ? 100 * Double(min(training.committedSteps, training.totalSteps)) / Double(training.totalSteps) : 0,
+                batch: training.batch, etaSeconds: eta, grid: grid)
         }
     }
 
@@ -106,8 +155,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
         if let training {
             lines.append("")
             lines.append("job \(training.job): \(training.phase)\(training.detail.isEmpty ? "" : " — " + training.detail)")
-            lines.append("  step \(training.committedSteps)/\(training.totalSteps) · loss \(training.lastLoss.map { String(format: "%.6f", $0) } ?? "-") · \(String(format: "%.0f", training.samplesPerSecond)) samples/s")
-            if !training.plan.isEmpty { lines.append("  plan \(training.plan)") }
+            lines.append("  " + training.progressLine())
+            if let grid = training.grid {
+                lines.append("  plan of generation \(grid.generation) (\(grid.stages.count) stage(s) × \(grid.stages.first?.replicas.count ?? 0) replica(s)):")
+                lines += grid.table().map { "    " + $0 }
+            } else if !training.plan.isEmpty {
+                lines.append("  plan \(training.plan)")
+            }
             let exchanging = training.traffic.filter { $0.bytesSent > 0 }
             if !exchanging.isEmpty {
                 let sent = exchanging.map(\.bytesSent).reduce(0, +) / UInt64(exchanging.count)
@@ -118,6 +172,41 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
         return lines.joined(separator: "\n")
     }
+}
+
+extension StatusReport.Training {
+    /// "step 120/300 [#####·······] 40.0 % · loss 1.523000 · 5120 samples/s · ETA 12s"
+    public func progressLine(barWidth: Int = 24) -> String {
+        let fraction = totalSteps > 0 ? Double(committedSteps) / Double(totalSteps) : 0
+        var parts = [
+            "step \(committedSteps)/\(totalSteps) \(progressBar(fraction: fraction, width: barWidth)) \(String(format: "%.1f", percent)) %",
+            "loss \(lastLoss.map { String(format: "%.6f", $0) } ?? "-")",
+            "\(String(format: "%.0f", samplesPerSecond)) samples/s",
+        ]
+        if committedSteps < totalSteps {
+            parts.append("ETA \(etaSeconds.map { Duration.seconds(Int64(min(1e9, max(0, $0)).rounded(.up))).shortDescription } ?? "-")")
+        }
+        return parts.joined(separator: " · ")
+    }
+}
+
+extension StatusReport.Training.Grid {
+    /// Rows "stage 0 (layers 0-1)", a column per replica, cells "node (state)"; then the spares.
+    public func table() -> [String] {
+        let replicas = stages.map(\.replicas.count).max() ?? 0
+        var rows = [["STAGE"] + (0..<replicas).map { "REPLICA \($0)" }]
+        for stage in stages {
+            rows.append(["stage \(stage.stage) (layers \(stage.firstLayer)-\(stage.lastLayer))"] + stage.replicas.map(\.label))
+        }
+        var lines = formatTable(rows)
+        lines.append("spares: " + (spares.isEmpty ? "none" : spares.map(\.label).joined(separator: ", ")))
+        return lines
+    }
+}
+
+extension StatusReport.Training.Grid.Cell {
+    /// "worker-1 (alive)".
+    var label: String { "\(node) (\(state))" }
 }
 
 public struct TokenReport: Codable, Sendable {

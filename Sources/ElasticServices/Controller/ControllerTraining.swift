@@ -200,7 +200,8 @@ struct ControllerTraining {
             committedSteps: UInt64(ledger.count), totalSteps: UInt64(coordinator.totalSteps),
             lastLoss: ledger.last?.loss ?? .nan, samplesPerSecond: samplesPerSecond(),
             plan: coordinator.plan?.summary ?? "", recent: Array(recent),
-            traffic: (coordinator.plan?.workers ?? []).compactMap { traffic[$0] })
+            traffic: (coordinator.plan?.workers ?? []).compactMap { traffic[$0] },
+            grid: coordinator.plan.map(TrainingStatus.Grid.init), batch: UInt32(clamping: job.spec.batch))
     }
 
     /// Throughput over the last (up to) 20 committed steps.

@@ -1,5 +1,6 @@
 import ElasticStorage
 import Foundation
+import Logging
 
 /// What `elastic checkpoint …` does, kept out of the CLI: listing, verifying, showing and
 /// exporting checkpoints, and copying one into another root (re-compressed).
@@ -20,41 +21,110 @@ public enum Checkpoints {
         return url.appendingPathComponent(latest).path
     }
 
-    /// `elastic checkpoint list ROOT`: one row per committed checkpoint, oldest first.
-    public static func listTable(root: String, verifyAll: Bool) throws -> String {
+    /// One row of `elastic checkpoint list --json` (the field names are a stable interface).
+    public struct ListEntry: Codable, Sendable, Equatable {
+        public var step: Int
+        public var path: String
+        /// ISO 8601; nil when the manifest is unreadable.
+        public var writtenAt: String?
+        public var generation: UInt64?
+        public var layers: Int
+        public var rawBytes: Int
+        public var storedBytes: Int
+        public var ratio: Double
+        public var valid: Bool
+        /// "structure" (the manifest and blob sizes) or "full" (every checksum, with --verify).
+        public var checked: String
+        public var problem: String?
+        public var latest: Bool
+    }
+
+    /// `elastic checkpoint list ROOT`: one entry per committed checkpoint, oldest first;
+    /// `verifyAll` checks every checksum of each (with progress per checkpoint).
+    public static func list(root: String, verifyAll: Bool, progress: ProgressReporter? = nil) throws -> [ListEntry] {
         let store = CheckpointStore(root: root)
         var summaries = try store.list()
-        guard !summaries.isEmpty else { return "no checkpoints in \(root)" }
         if verifyAll {
             for index in summaries.indices {
+                progress?.update("verifying", completed: index, total: summaries.count, unit: .items("checkpoints"))
                 let verification = CheckpointReader.verify(directory: summaries[index].path)
                 summaries[index].isValid = verification.isValid
                 summaries[index].problem = verification.problems.first?.description
             }
+            progress?.update("verifying", completed: summaries.count, total: summaries.count, unit: .items("checkpoints"))
+            progress?.finish()
         }
         let formatter = ISO8601DateFormatter()
+        return summaries.map { summary in
+            ListEntry(
+                step: summary.step, path: summary.path,
+                writtenAt: summary.createdAt.map { formatter.string(from: Date(timeIntervalSince1970: Double($0) / 1000)) },
+                generation: summary.generation, layers: summary.layerCount, rawBytes: summary.rawBytes, storedBytes: summary.storedBytes,
+                ratio: summary.ratio, valid: summary.isValid, checked: verifyAll ? "full" : "structure", problem: summary.problem, latest: summary.isLatest)
+        }
+    }
+
+    /// The listing as a table.
+    public static func listTable(_ entries: [ListEntry], root: String) -> String {
+        guard !entries.isEmpty else { return "no checkpoints in \(root)" }
         var rows = [["STEP", "WRITTEN", "LAYERS", "RAW", "STORED", "RATIO", "VALID", ""]]
-        for summary in summaries {
-            let time = summary.createdAt.map { formatter.string(from: Date(timeIntervalSince1970: Double($0) / 1000)) } ?? "?"
+        for entry in entries {
             rows.append([
-                String(summary.step), time, String(summary.layerCount), bytes(summary.rawBytes), bytes(summary.storedBytes),
-                summary.storedBytes > 0 ? String(format: "%.3f", summary.ratio) : "-",
-                summary.isValid ? (verifyAll ? "yes" : "yes (structure)") : "NO: \(summary.problem ?? "?")",
-                summary.isLatest ? "← latest" : "",
+                String(entry.step), entry.writtenAt ?? "?", String(entry.layers), bytes(entry.rawBytes), bytes(entry.storedBytes),
+                entry.storedBytes > 0 ? String(format: "%.3f", entry.ratio) : "-",
+                entry.valid ? (entry.checked == "full" ? "yes" : "yes (structure)") : "NO: \(entry.problem ?? "?")",
+                entry.latest ? "← latest" : "",
             ])
         }
         return formatTable(rows).joined(separator: "\n")
     }
 
-    /// `elastic checkpoint verify DIR`: every check; returns the report and whether it passed.
-    public static func verify(_ directory: String) -> (text: String, valid: Bool) {
-        let verification = CheckpointReader.verify(directory: directory)
-        guard verification.isValid, let manifest = verification.manifest else {
-            let lines = verification.problems.map { "  \($0.file ?? "-")\($0.tensor.map { " " + $0 } ?? ""): \($0.check) — \($0.detail)" }
-            return ("\(directory): INVALID (\(verification.problems.count) problem(s))\n" + lines.joined(separator: "\n"), false)
+    /// `elastic checkpoint verify DIR --json` (the field names are a stable interface).
+    public struct VerifyReport: Codable, Sendable, Equatable {
+        public struct Problem: Codable, Sendable, Equatable {
+            public var file: String?
+            public var tensor: String?
+            public var check: String
+            public var detail: String
         }
-        let tensors = manifest.blobs.reduce(0) { $0 + $1.allTensors.count }
-        return ("\(directory): valid — step \(manifest.step), \(manifest.blobs.count) blobs, \(tensors) tensors, \(bytes(verification.bytesRead)) read; every size, stored checksum, decompression, raw checksum and shape checked", true)
+
+        public var path: String
+        public var valid: Bool
+        public var step: Int?
+        public var blobs: Int
+        public var tensors: Int
+        public var bytesRead: Int
+        public var problems: [Problem]
+    }
+
+    /// `elastic checkpoint verify DIR`: every check, with progress per blob.
+    public static func verifyReport(_ directory: String, progress: ProgressReporter? = nil) -> VerifyReport {
+        let blobs = (try? CheckpointReader.readManifest(directory: directory))?.blobs.count ?? 0
+        progress?.update("verifying", completed: 0, total: blobs, unit: .items("blobs"))
+        let verification = CheckpointReader.verify(directory: directory, progress: progress.map { reporter in
+            { reporter.update("verifying", completed: $0.blobs, total: $0.totalBlobs, unit: .items("blobs")) }
+        })
+        progress?.finish()
+        let manifest = verification.manifest
+        return VerifyReport(
+            path: directory, valid: verification.isValid, step: manifest?.step, blobs: manifest?.blobs.count ?? 0,
+            tensors: manifest?.blobs.reduce(0) { $0 + $1.allTensors.count } ?? 0, bytesRead: verification.bytesRead,
+            problems: verification.problems.map { VerifyReport.Problem(file: $0.file, tensor: $0.tensor, check: "\($0.check)", detail: $0.detail) })
+    }
+
+    /// The verification as text.
+    public static func verifyText(_ report: VerifyReport) -> String {
+        guard report.valid else {
+            let lines = report.problems.map { "  \($0.file ?? "-")\($0.tensor.map { " " + $0 } ?? ""): \($0.check) — \($0.detail)" }
+            return "\(report.path): INVALID (\(report.problems.count) problem(s))\n" + lines.joined(separator: "\n")
+        }
+        return "\(report.path): valid — step \(report.step ?? 0), \(report.blobs) blobs, \(report.tensors) tensors, \(bytes(report.bytesRead)) read; every size, stored checksum, decompression, raw checksum and shape checked"
+    }
+
+    /// Text and validity, as `elastic checkpoint verify` prints them.
+    public static func verify(_ directory: String) -> (text: String, valid: Bool) {
+        let report = verifyReport(directory)
+        return (verifyText(report), report.valid)
     }
 
     /// `elastic checkpoint inspect DIR`: the manifest as a table or as JSON.
@@ -92,24 +162,54 @@ public enum Checkpoints {
     }
 
     /// `elastic checkpoint export DIR --npz FILE`: every tensor, verified, as a NumPy archive.
-    public static func exportNPZ(_ directory: String, to file: String) throws -> String {
-        let loaded = try CheckpointReader.load(directory: directory)
+    public static func exportNPZ(_ directory: String, to file: String, progress: ProgressReporter? = nil) throws -> String {
+        let total = totalStoredBytes(directory)
+        progress?.update("reading and verifying", completed: 0, total: total, unit: .bytes)
+        let loaded = try CheckpointReader.load(directory: directory, progress: progress.map { reporter in
+            { reporter.update("reading and verifying", completed: $0.bytes, total: total, unit: .bytes) }
+        })
+        progress?.step("writing \(file)")
         try CheckpointExport.writeNPZ(loaded, to: file)
         let arrays = try CheckpointExport.arrays(of: loaded)
+        progress?.finish()
         return "wrote \(arrays.count) arrays of step \(loaded.manifest.step) to \(file) (numpy.load reads it)"
     }
 
     /// `elastic checkpoint copy DIR ROOT`: verifies the checkpoint and writes it into another
     /// root with the same two-phase protocol as training (blobs, part record, manifest last,
     /// atomic rename, `latest`), at another zstd level if asked.
-    public static func copy(_ directory: String, to root: String, options: CheckpointWriteOptions, progress: ((String) -> Void)? = nil) throws -> CheckpointSummary {
-        let loaded = try CheckpointReader.load(directory: directory)
+    public static func copy(_ directory: String, to root: String, options: CheckpointWriteOptions, progress: ProgressReporter? = nil) throws -> CheckpointSummary {
+        let total = totalStoredBytes(directory)
+        progress?.update("reading and verifying", completed: 0, total: total, unit: .bytes)
+        let loaded = try CheckpointReader.load(directory: directory, progress: progress.map { reporter in
+            { reporter.update("reading and verifying", completed: $0.bytes, total: total, unit: .bytes) }
+        })
         let store = CheckpointStore(root: root)
         let step = loaded.manifest.step
-        progress?("writing \(loaded.layers.count) layers of step \(step) into \(root)")
-        _ = try store.writeLayers(step: step, part: "copy", layers: loaded.layers, options: options)
-        progress?("committing")
-        return try store.commit(step: step, header: loaded.manifest.header, layerCount: loaded.manifest.layerCount)
+        _ = try store.writeLayers(step: step, part: "copy", layers: loaded.layers, options: options, progress: progress.map { reporter in
+            { reporter.update("writing step \(step) into \(root)", completed: $0.blobs, total: $0.totalBlobs, unit: .items("blobs")) }
+        })
+        progress?.step("committing")
+        let summary = try store.commit(step: step, header: loaded.manifest.header, layerCount: loaded.manifest.layerCount)
+        progress?.finish()
+        return summary
+    }
+
+    /// The blob bytes a checkpoint's manifest records (0 when it cannot be read), as the total
+    /// of a read's progress.
+    static func totalStoredBytes(_ directory: String) -> Int {
+        ((try? CheckpointReader.readManifest(directory: directory))?.blobs ?? []).reduce(0) { $0 + $1.bytes }
+    }
+
+    /// Progress lines (in the log) for a worker's restore of `layers` from `directory`, when
+    /// their blobs are larger than `threshold` bytes; nil otherwise (a small restore logs only
+    /// its result).
+    public static func restoreProgress(_ directory: String, layers: Range<Int>, logger: Logger, threshold: Int = 4 << 20) -> CheckpointProgressHandler? {
+        let blobs = ((try? CheckpointReader.readManifest(directory: directory))?.blobs ?? []).filter { layers.contains($0.layer) }
+        let total = blobs.reduce(0) { $0 + $1.bytes }
+        guard total > threshold else { return nil }
+        let reporter = ProgressReporter("restoring layers \(layers.lowerBound)-\(layers.upperBound - 1)", output: .lines { logger.info("\($0)") })
+        return { reporter.update("reading", completed: $0.bytes, total: total, unit: .bytes) }
     }
 
     static func bytes(_ count: Int) -> String { byteCount(UInt64(max(0, count))) }

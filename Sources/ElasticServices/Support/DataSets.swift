@@ -2,19 +2,12 @@ import ElasticCore
 import ElasticStorage
 import Foundation
 
-/// Receives progress of long data operations (the CLI draws a line).
-public protocol DatasetProgressReporting: Sendable {
-    func report(phase: String, fraction: Double, done: Bool)
-}
-
 /// The data commands' work, so that the CLI only parses and prints.
 public enum DataSets {
-    public static func generateW1(directory: String, seed: UInt64, samples: Int, shards: Int, overwrite: Bool, progress: any DatasetProgressReporting) throws -> String {
+    public static func generateW1(directory: String, seed: UInt64, samples: Int, shards: Int, overwrite: Bool, progress: ProgressReporter) throws -> String {
         let manifest: DatasetManifest
         do {
-            manifest = try W1Dataset.write(to: directory, seed: seed, samples: samples, shards: shards, overwrite: overwrite) { update in
-                progress.report(phase: update.phase.rawValue, fraction: update.fraction, done: update.completed == update.total && update.phase == .writing)
-            }
+            manifest = try W1Dataset.write(to: directory, seed: seed, samples: samples, shards: shards, overwrite: overwrite, progress: progress.handler)
         } catch {
             throw ElasticError("\(error)")
         }
@@ -23,12 +16,10 @@ public enum DataSets {
 
     /// Every shard's status (a bad shard is reported, not thrown); throws when the report
     /// finds a problem, after it is printed, so that the exit status says.
-    public static func inspect(directory: String, json: Bool, progress: any DatasetProgressReporting) throws -> (text: String, valid: Bool) {
+    public static func inspect(directory: String, json: Bool, progress: ProgressReporter) throws -> (text: String, valid: Bool) {
         let report: DatasetReport
         do {
-            report = try Dataset.inspect(directory) { update in
-                progress.report(phase: update.phase.rawValue, fraction: update.fraction, done: false)
-            }
+            report = try Dataset.inspect(directory, progress: progress.handler)
         } catch {
             throw ElasticError("\(error)")
         }
@@ -44,9 +35,9 @@ public enum DataSets {
     /// Imports a CSV file or a pair of .npy files into a data set of `shards` shards.
     public static func importData(
         csv: String?, npyFeatures: String?, npyLabels: String?, labelColumn: String, header: String, classes: Int?,
-        out: String, shards: Int, overwrite: Bool, progress: any DatasetProgressReporting
+        out: String, shards: Int, overwrite: Bool, progress: ProgressReporter
     ) throws -> String {
-        let handler: DatasetProgressHandler = { progress.report(phase: $0.phase.rawValue, fraction: $0.fraction, done: false) }
+        let handler = progress.handler
         do {
             let samples: LabelledSamples
             let origin: String
@@ -62,7 +53,6 @@ public enum DataSets {
             }
             let name = URL(fileURLWithPath: out).lastPathComponent
             let manifest = try Dataset.write(samples, to: out, shards: shards, name: name, origin: origin, overwrite: overwrite, progress: handler)
-            progress.report(phase: "writing", fraction: 1, done: true)
             return "imported \(manifest.samples) samples × \(manifest.features) features, \(manifest.classes) classes, into \(manifest.shards.count) shard(s) in \(out)"
         } catch let error as ElasticError {
             throw error
@@ -76,5 +66,12 @@ public enum DataSets {
     public static func resolveJob(_ bytes: [UInt8], relativeTo directory: URL) throws -> [UInt8] {
         let job = try AcceptedJob.load(json: bytes, baseDirectory: directory)
         return job.json
+    }
+}
+
+extension ProgressReporter {
+    /// Feeds a data set operation's progress (phase, samples or bytes) to this reporter.
+    var handler: DatasetProgressHandler {
+        { self.update($0.phase.rawValue, completed: $0.completed, total: $0.total, unit: $0.unit == .bytes ? .bytes : .items("samples")) }
     }
 }

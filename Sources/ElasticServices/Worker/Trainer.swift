@@ -140,7 +140,8 @@ actor Trainer {
                 // The codec state moves with the layers, but a residual is the sender's own.
                 try resetCompressor(job: job, layers: layers, importing: received.map(\.extras), keepResiduals: false)
                 let bytes = blobs.reduce(0) { $0 + $1.count }
-                logger.info("copied layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from \(incoming.from) in \((ContinuousClock.now - started).shortDescription)")
+                let took = ContinuousClock.now - started
+                logger.info("copied layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from \(incoming.from) in \(took.shortDescription), \(megabytesPerSecond(bytes: bytes, seconds: took.inSeconds))")
             } else if stage == nil || heldLayers != layers {
                 if !assignment.restore.isEmpty {
                     try restore(layers, from: assignment.restore, step: assignment.nextStep, job: job, keepResiduals: slot.replica == 0)
@@ -173,7 +174,7 @@ actor Trainer {
     /// exactly `step` steps.
     private func restore(_ layers: Range<Int>, from path: String, step: UInt64, job: JobSpec, keepResiduals: Bool) throws {
         let started = ContinuousClock.now
-        let loaded = try CheckpointReader.load(directory: path, layers: Set(layers))
+        let loaded = try CheckpointReader.load(directory: path, layers: Set(layers), progress: Checkpoints.restoreProgress(path, layers: layers, logger: logger))
         guard loaded.manifest.step == Int(step) else {
             throw ElasticError("checkpoint \(path) holds step \(loaded.manifest.step), the plan resumes at step \(step)")
         }
@@ -187,7 +188,8 @@ actor Trainer {
         // The writer's residuals go to one replica (the first); the others start from zero.
         try resetCompressor(job: job, layers: layers, importing: ordered.map(\.extras), keepResiduals: keepResiduals)
         let bytes = ordered.reduce(0) { $0 + $1.state.tensors.reduce(0) { $0 + $1.values.count * 4 } }
-        logger.info("restored layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from checkpoint \(path) (step \(step)) in \((ContinuousClock.now - started).shortDescription)")
+        let took = ContinuousClock.now - started
+        logger.info("restored layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from checkpoint \(path) (step \(step)) in \(took.shortDescription), \(megabytesPerSecond(bytes: bytes, seconds: took.inSeconds))")
     }
 
     /// A fresh codec state for `layers`, with `importing` (per layer) restored into it.

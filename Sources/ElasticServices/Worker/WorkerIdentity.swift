@@ -56,15 +56,17 @@ public enum JoinBootstrap {
             throw ElasticError(BootstrapTokens.TokenFormatError().explanation)
         }
         progress("fetching the cluster CA from \(controller)")
+        let fetched = ContinuousClock.now
         let bundle = try await ControlClient.exchange(.caRequest, with: controller, tls: try TLSContexts.caDiscovery())
         guard case .caBundle(let der) = bundle, let ca = try? Certificate(derEncoded: der) else {
             throw ElasticError("the controller at \(controller) did not send a CA certificate")
         }
         let presented = PKI.hash(of: ca)
+        progress("checking the CA's hash against --ca-hash (fetched in \((ContinuousClock.now - fetched).shortDescription))")
         guard presented == caHash.lowercased() else {
             throw ElasticError("the controller at \(controller) presented CA \(presented), which does not match --ca-hash \(caHash); refusing to join (wrong controller, or someone in between)")
         }
-        progress("CA matches \(caHash); requesting a node certificate as '\(name)'")
+        progress("requesting a node certificate as '\(name)' (the CA matches)")
         let key = P256.Signing.PrivateKey()
         let csr = try PKI.csr(key: key, name: name)
         let reply = try await ControlClient.exchange(
@@ -86,7 +88,7 @@ public enum JoinBootstrap {
         } catch {
             throw ElasticError("cannot store the certificate in \(paths.dataDirectory.path): \(error)")
         }
-        progress("joined as node '\(granted.node)'; certificate valid until \(certificate.notValidAfter)")
+        progress("certificate for node '\(granted.node)' stored, valid until \(certificate.notValidAfter)")
         return (identity, ca)
     }
 }
@@ -105,24 +107,29 @@ extension WorkerConfiguration {
         if renew {
             logger.warning("the node certificate in \(dataDirectory.path) has expired; joining again with the token")
         }
-        if paths.hasIdentity && !renew {
+        let bootstrap = !(paths.hasIdentity && !renew)
+        // Each step of the join, named in the log: bootstrap (CA, hash, certificate) or the
+        // stored certificate, then the capacity probe and the connection.
+        let progress = ProgressReporter("join", output: .lines { logger.info("\($0)") }, steps: bootstrap ? 6 : 3)
+        if !bootstrap {
             (identity, ca) = try paths.load()
             if let caHash, PKI.hash(of: ca) != caHash.lowercased() {
                 throw ElasticError("the CA stored in \(dataDirectory.path) is \(PKI.hash(of: ca)), not --ca-hash \(caHash); use another --data-dir for another cluster")
             }
-            logger.info("using the node certificate in \(dataDirectory.path) (node \(PKI.commonName(of: identity.certificate) ?? "?"))")
+            progress.step("using the node certificate in \(dataDirectory.path) (node \(PKI.commonName(of: identity.certificate) ?? "?"))")
         } else {
             guard let token, let caHash else {
                 throw ElasticError("this worker has no certificate in \(dataDirectory.path) yet: pass --token and --ca-hash (printed by 'elastic token create')")
             }
             (identity, ca) = try await JoinBootstrap.run(
                 controller: controller, token: token, caHash: caHash, name: name, paths: paths,
-                progress: { logger.info("\($0)") })
+                progress: progress.step)
         }
-        logger.info("measuring this machine's capacity")
+        progress.step("measuring this machine's capacity")
         BLAS.threads = computeThreads
         let capacity = CapacityProbe.measure()
         logger.info("capacity: \(capacity.cores) cores, \(capacity.memoryBytes >> 20) MiB, \(String(format: "%.1f", capacity.gflops)) GFLOP/s")
+        progress.step("connecting to the controller at \(controller)")
         var configuration = WorkerConfiguration(controller: controller, identity: identity, ca: ca, capacity: capacity, softwareVersion: softwareVersion)
         configuration.computeThreads = computeThreads
         return configuration

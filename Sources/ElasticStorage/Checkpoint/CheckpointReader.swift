@@ -49,6 +49,23 @@ public struct CheckpointVerification: Sendable {
     public var isValid: Bool { manifest != nil && problems.isEmpty }
 }
 
+/// Progress of a checkpoint read or write, reported after each blob: blobs done of all, and
+/// the stored bytes read or written so far.
+public struct CheckpointProgress: Sendable, Equatable {
+    public var blobs: Int
+    public var totalBlobs: Int
+    public var bytes: Int
+
+    public init(blobs: Int, totalBlobs: Int, bytes: Int) {
+        self.blobs = blobs
+        self.totalBlobs = totalBlobs
+        self.bytes = bytes
+    }
+}
+
+/// Called on the reading or writing thread, in order.
+public typealias CheckpointProgressHandler = (CheckpointProgress) -> Void
+
 /// A checkpoint read back: its manifest and its layers, in layer order, bit-exact.
 public struct LoadedCheckpoint: Sendable, Equatable {
     public var path: String
@@ -67,21 +84,21 @@ public enum CheckpointReader {
     }
 
     /// Runs every check up to `depth` and reports each problem; never throws.
-    public static func verify(directory: String, depth: CheckpointVerification.Depth = .full) -> CheckpointVerification {
+    public static func verify(directory: String, depth: CheckpointVerification.Depth = .full, progress: CheckpointProgressHandler? = nil) -> CheckpointVerification {
         var scan = Scan(directory: directory, depth: depth, layers: nil, keepTensors: false, stopAtFirstProblem: false)
-        scan.run()
+        scan.run(progress: progress)
         return CheckpointVerification(path: directory, depth: depth, manifest: scan.manifest, problems: scan.problems, bytesRead: scan.bytesRead)
     }
 
     /// The checkpoint's manifest and layers (`layers`: only those indices; nil: all), fully
     /// verified; throws the first problem found. The tensors of each layer keep their written order.
-    public static func load(directory: String, layers: Set<Int>? = nil) throws(CheckpointError) -> LoadedCheckpoint {
+    public static func load(directory: String, layers: Set<Int>? = nil, progress: CheckpointProgressHandler? = nil) throws(CheckpointError) -> LoadedCheckpoint {
         var scan = Scan(directory: directory, depth: .full, layers: layers, keepTensors: true, stopAtFirstProblem: true)
         let manifest = try scan.manifestOrThrow()
         if let layers, let bad = layers.first(where: { $0 < 0 || $0 >= manifest.layerCount }) {
             throw CheckpointError(.invalidArgument, "checkpoint \(directory) has layers 0…\(manifest.layerCount - 1); layer \(bad) was asked for", path: directory)
         }
-        scan.run()
+        scan.run(progress: progress)
         if let error = scan.firstError { throw error }
         return LoadedCheckpoint(path: directory, manifest: manifest, layers: scan.loaded)
     }
@@ -169,11 +186,13 @@ private struct Scan {
         return manifest
     }
 
-    mutating func run() {
+    mutating func run(progress: CheckpointProgressHandler? = nil) {
         guard let manifest = readManifest() else { return }
-        for blob in manifest.blobs where layers?.contains(blob.layer) ?? true {
+        let selected = manifest.blobs.filter { layers?.contains($0.layer) ?? true }
+        for (index, blob) in selected.enumerated() {
             if shouldStop { return }
             check(blob)
+            progress?(CheckpointProgress(blobs: index + 1, totalBlobs: selected.count, bytes: bytesRead))
         }
     }
 

@@ -58,7 +58,7 @@ extension CheckpointStore {
     /// Synchronous: call it from a background task on a snapshot of the layers. Besides the
     /// layers it needs scratch memory of about twice the largest tensor.
     @discardableResult
-    public func writeLayers(step: Int, part: String, layers: [LayerCheckpoint], options: CheckpointWriteOptions = CheckpointWriteOptions()) throws(CheckpointError) -> CheckpointPart {
+    public func writeLayers(step: Int, part: String, layers: [LayerCheckpoint], options: CheckpointWriteOptions = CheckpointWriteOptions(), progress: CheckpointProgressHandler? = nil) throws(CheckpointError) -> CheckpointPart {
         try Self.checkStep(step)
         guard CheckpointLayout.isValidPartName(part) else {
             throw CheckpointError(.invalidArgument, "part name '\(part)' is not allowed: use 1–\(CheckpointLayout.maximumPartNameLength) of A–Z a–z 0–9 _ . - (not starting with a dot), e.g. stage0")
@@ -100,6 +100,7 @@ extension CheckpointStore {
                 file.startWriteback()
                 blobs.append(blob)
                 files.append(file)
+                progress?(CheckpointProgress(blobs: blobs.count, totalBlobs: layers.count, bytes: blobs.reduce(0) { $0 + $1.bytes }))
             }
         } catch {
             for file in files { file.abandon() }
