@@ -4,6 +4,7 @@ import ElasticWire
 import Foundation
 import Logging
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 
 /// Everything `elastic controller` needs; every field but the listen address and the data dir
@@ -19,6 +20,8 @@ public struct ControllerConfiguration: Sendable {
     public var jobFile: URL?
     /// `latest` or a checkpoint directory the job starts from (overrides `checkpoint.resume`).
     public var restore: String?
+    /// The dashboard and `/metrics` (docs/observability.md).
+    public var http = HTTPListenSettings(endpoint: Endpoint(host: "127.0.0.1", port: 9400), required: false)
 
     public init(listen: Endpoint, dataDirectory: URL) {
         self.listen = listen
@@ -84,6 +87,17 @@ public struct ControllerService: Service {
         try? PKIFiles.write("\(bound)\n", to: Self.addressFile(dataDirectory: configuration.dataDirectory), mode: 0o644)
         logger.info("listening on \(bound) (CA \(authority.hash))")
         onListening(bound)
+        let httpAddressFile = HTTPListenSettings.addressFile(dataDirectory: configuration.dataDirectory)
+        let http: StatusHTTPServer?
+        do {
+            http = try await configuration.http.start(addressFile: httpAddressFile, logger: logger) {
+                "dashboard at http://\($0)/ · metrics at http://\($0)/metrics"
+            }
+        } catch {
+            server.channel.close(promise: nil)
+            throw error
+        }
+        let metrics = ControllerMetrics(registry: configuration.http.registry ?? PrometheusCollectorRegistry())
 
         let logger = self.logger
         try await withGracefulShutdownHandler {
@@ -94,6 +108,9 @@ public struct ControllerService: Service {
                         try? await Task.sleep(for: wait)
                     }
                 }
+                if let http {
+                    group.addTask { await http.run(logger: logger, route: ObservabilityRoutes.controller(state: state, metrics: metrics)) }
+                }
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
                         group.addTask { await Self.serve(connection, state: state, logger: logger) }
@@ -103,9 +120,11 @@ public struct ControllerService: Service {
         } onGracefulShutdown: {
             logger.info("shutting down: closing the listener and every connection")
             server.channel.close(promise: nil)
+            http?.close()
             Task { await state.shutdown() }
         }
         try? FileManager.default.removeItem(at: Self.addressFile(dataDirectory: configuration.dataDirectory))
+        if http != nil { try? FileManager.default.removeItem(at: httpAddressFile) }
         logger.info("controller stopped")
     }
 

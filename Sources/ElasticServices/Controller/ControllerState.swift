@@ -128,6 +128,7 @@ actor ControllerState {
                 return
             }
             training?.traffic[node] = TrainingStatus.Traffic(node: node, bytesSent: report.bytesSent, bytesReceived: report.bytesReceived, uncompressedBytes: report.uncompressedBytes)
+            if let traffic = training?.traffic[node] { training?.trafficTotal.add(traffic) }
             trainingDirectives {
                 $0.onStepDone(node: node, step: Int(report.step), generation: frame.generation, report: .init(lossSum: report.lossSum, samples: Int(report.samples), stateChecksum: report.stateChecksum), now: now)
             }
@@ -370,6 +371,7 @@ actor ControllerState {
             return
         }
         send(id, .done(message: "job '\(job.spec.name)' accepted: \(job.spec.totalSteps(samples: job.samples)) steps"))
+        events.note("job '\(job.spec.name)' accepted: \(job.spec.totalSteps(samples: job.samples)) steps")
         trainingDirectives { $0.start() }
     }
 
@@ -380,6 +382,7 @@ actor ControllerState {
         let before = current.coordinator.phase
         let directives = input(&current.coordinator)
         training = current
+        training?.noteTransition(from: before, reason: events.latest ?? "the members changed", now: MonotonicClock.now())
         if current.coordinator.phase != before, case .waiting(let why) = current.coordinator.phase {
             logger.warning("training waits: \(why)")
         }
@@ -394,6 +397,7 @@ actor ControllerState {
                 let assignment = Assignment(plan: plan, dataAddresses: dataAddresses, jobJSON: job.json, nextStep: UInt64(nextStep), transfers: transfers, restore: restore ?? "")
                 let outside = Set(transfers.map(\.from)).subtracting(plan.workers + plan.spares).sorted()
                 for node in plan.workers + plan.spares + outside { sendToMember(node, .assign(assignment), generation: plan.generation) }
+                events.note("generation \(plan.generation): plan \(plan.summary) from step \(nextStep)\(copies.isEmpty ? "" : "; state copies: " + copies)\(restore.map { "; restoring \($0)" } ?? "")")
             case let .startStep(step, generation):
                 for node in training?.coordinator.plan?.workers ?? [] { sendToMember(node, .startStep(step: UInt64(step)), generation: generation) }
             case let .commit(step, generation):
@@ -406,8 +410,12 @@ actor ControllerState {
             case let .rolledBack(toStep, fromStep, checkpoint):
                 logger.warning("every holder of a stage is gone: training goes back to checkpoint \(checkpoint) (step \(toStep)); steps \(toStep)…\(fromStep - 1) are computed again")
                 ledgerFile.appendRollback(toStep: toStep, fromStep: fromStep, checkpoint: checkpoint, job: job.spec.name)
+                events.note("every holder of a stage is gone: back to checkpoint \(checkpoint) (step \(toStep))")
             case let .record(entry):
                 ledgerFile.append(entry, job: job.spec.name)
+                if let recovery = training?.noteCommit(step: entry.step, now: entry.committedAt) {
+                    events.note("recovered: step \(entry.step) committed \(recovery.duration.shortDescription) after \(recovery.reason)")
+                }
                 if !entry.replicasAgree {
                     logger.error("step \(entry.step): replicas of a stage reported different weights (invariant 3 broken)")
                 }
@@ -422,8 +430,10 @@ actor ControllerState {
                 let marks = Set((0...8).map { $0 * (steps - 1) / 8 } + [0, steps - 1])
                 let curve = ledger.filter { marks.contains($0.step) }.map { "\($0.step): \(String(format: "%.4f", $0.loss))" }.joined(separator: " · ")
                 logger.info("job '\(job.spec.name)' finished: \(steps) steps, final loss \(String(format: "%.6f", ledger.last?.loss ?? .nan)); loss curve \(curve)")
+                events.note("job '\(job.spec.name)' finished: \(steps) steps, final loss \(String(format: "%.6f", ledger.last?.loss ?? .nan))")
             case let .stopped(reason):
                 logger.error("training stopped: \(reason)")
+                events.note("training stopped: \(reason)")
             case let .openGeneration(reason):
                 apply(membership.onNewGeneration(reason: reason), requester: nil)
             }
@@ -477,6 +487,11 @@ actor ControllerState {
             do {
                 let summary = try keeper.commit(pending, job: current.job, plan: current.coordinator.plan)
                 let took = keeper.requestedAt.map { MonotonicClock.now().since($0).shortDescription } ?? "?"
+                if let requestedAt = keeper.requestedAt {
+                    let now = MonotonicClock.now()
+                    training?.checkpoints?.timings[pending.step] = (now, now.since(requestedAt))
+                }
+                events.note("checkpoint of step \(pending.step) committed in \(took): \(summary.rawBytes >> 10) KiB → \(summary.storedBytes >> 10) KiB", kind: "checkpoint")
                 training?.checkpoints?.schedule.onCommitted(checkpoint: pending.step, path: summary.path)
                 training?.checkpoints?.written.append(summary)
                 training?.coordinator.onCheckpoint(step: pending.step, path: summary.path)
@@ -501,6 +516,13 @@ actor ControllerState {
     private func resumeDeferredCheckpoint() {
         guard let plan = training?.coordinator.plan else { return }
         checkpointDecision { $0.resumeDeferred(plan: plan) }
+    }
+
+    // MARK: - Observation
+
+    /// The dashboard's and `/metrics`' snapshot, taken in one turn of the actor.
+    func observation() -> ControllerObservation {
+        ControllerObservation.gather(membership: membership, training: training, events: events.recent(), startedAt: startedAt, now: MonotonicClock.now())
     }
 
     private func sendToMember(_ node: NodeID, _ message: ControlMessage, generation: Generation) {

@@ -122,6 +122,55 @@ struct ControllerTraining {
     var checkpoints: ControllerCheckpoints?
     /// Each slot's gradient exchange in its last reported step.
     var traffic: [NodeID: TrainingStatus.Traffic] = [:]
+    /// Every reported step's exchange, summed over slots (for `/metrics`).
+    var trafficTotal = TrafficTotal()
+    /// When the controller took this job.
+    let createdAt = MonotonicClock.now()
+    /// Recoveries so far: from a membership change that interrupted running training (a re-plan,
+    /// or a wait for members) to the next committed step.
+    var recoveries: [Recovery] = []
+    /// The recovery under way, if any.
+    var recovering: (reason: String, fromStep: Int, since: Timestamp)?
+
+    struct Recovery: Sendable {
+        var reason: String
+        /// The step that was next when training was interrupted.
+        var fromStep: Int
+        /// The committed step that ended it.
+        var step: Int
+        var startedAt: Timestamp
+        var endedAt: Timestamp
+        var duration: Duration { endedAt.since(startedAt) }
+    }
+
+    struct TrafficTotal: Sendable {
+        var bytesSent: UInt64 = 0
+        var bytesReceived: UInt64 = 0
+        var uncompressedBytes: UInt64 = 0
+
+        mutating func add(_ traffic: TrainingStatus.Traffic) {
+            bytesSent &+= traffic.bytesSent
+            bytesReceived &+= traffic.bytesReceived
+            uncompressedBytes &+= traffic.uncompressedBytes
+        }
+    }
+
+    /// Follows the phase across one coordinator input: running training that stops running (a
+    /// re-plan, a rollback, a wait for members) starts a recovery; `reason` is what changed.
+    mutating func noteTransition(from before: TrainingCoordinator.Phase, reason: @autoclosure () -> String, now: Timestamp) {
+        let after = coordinator.phase.name
+        guard recovering == nil, before == .running, after == "assigning" || after == "waiting" else { return }
+        recovering = (reason(), coordinator.nextStep, now)
+    }
+
+    /// A step committed: it ends the recovery under way, which is returned.
+    mutating func noteCommit(step: Int, now: Timestamp) -> Recovery? {
+        guard let recovering else { return nil }
+        self.recovering = nil
+        let recovery = Recovery(reason: recovering.reason, fromStep: recovering.fromStep, step: step, startedAt: recovering.since, endedAt: now)
+        recoveries.append(recovery)
+        return recovery
+    }
 
     /// `restore`: `latest` or a checkpoint directory to start from (overrides the job's
     /// `checkpoint.resume`).
