@@ -39,7 +39,7 @@ enum DashboardPage {
   table { border-collapse:collapse; width:100%; }
   th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
   th { color:var(--muted); font-weight:500; font-size:12px; }
-  td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
+  td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
   #plan-grid td.slot { border-radius:6px; border:2px solid var(--line); padding:6px 10px; }
   #plan-grid td.slot b { display:block; }
   #plan-grid td.slot small { color:var(--muted); }
