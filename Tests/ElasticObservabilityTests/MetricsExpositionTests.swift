@@ -91,6 +91,14 @@ import Testing
         for family in parsed.families.values { #expect(family.help?.isEmpty == false, "\(family.name) has no HELP") }
     }
 
+    @Test func theDocsListEveryMetric() throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/observability.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        for entry in MetricCatalog.all {
+            #expect(text.contains("`\(entry.name)"), "docs/observability.md does not list \(entry.name)")
+        }
+    }
+
     @Test func theParserRefusesWhatPrometheusWould() {
         for bad in [
             "x 1\n",  // no TYPE
