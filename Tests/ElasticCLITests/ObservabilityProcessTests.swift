@@ -66,6 +66,51 @@ struct ObservabilityProcessTests {
         }
     }
 
+    /// A worker killed mid-training makes one recovery: counted and timed in `/metrics`,
+    /// explained in `/api/state` (its reason names the lost worker), ended by a committed step;
+    /// the spare that took the slot counts the state it copied.
+    @Test func aRecoveryIsCountedAndExplained() async throws {
+        try await withProcesses("recovery") { directory, processes in
+            try await Self.prepare(directory, stages: 1, replicas: 2)
+            let cluster = try await ClusterHarness.start(in: directory, processes: processes, arguments: ["--http", "127.0.0.1:0"])
+            let http = try await Self.address(of: cluster.controller, in: directory.appendingPathComponent("controller"))
+            try cluster.join("w1")
+            let victim = try cluster.join("w2")
+            try await cluster.waitForSteps(3)
+            try cluster.join("w3")
+            try await waitUntil("w3 to be a spare") {
+                let state = try await HTTPProbe.request("GET", "/api/state", at: http)
+                let observation = try JSONDecoder().decode(ControllerObservation.self, from: Data(state.body))
+                return observation.training?.plan?.spares == ["w3"]
+            }
+            // (Growing from 1×1 to 1×2 while step 0 ran may have been a recovery already.)
+            let before = try await Self.scrape(http)
+            let earlier = before.value("elastic_recoveries_total") ?? -1
+
+            victim.signal(SIGKILL)
+            _ = try await victim.waitForExit(deadline: .seconds(10))
+            let killedAt = cluster.ledger().count
+            try await cluster.waitForSteps(killedAt + 3, deadline: .seconds(60))
+
+            let after = try await Self.scrape(http)
+            #expect(after.value("elastic_recoveries_total") == earlier + 1)
+            #expect(after.value("elastic_recovery_duration_seconds_count") == earlier + 1)
+            #expect(after.value("elastic_recovering") == 0)
+            #expect(after.value("elastic_members", ["state": "dead"]) == 1)
+            #expect(after.value("elastic_members", ["state": "alive"]) == 2)
+            let state = try await HTTPProbe.request("GET", "/api/state", at: http)
+            let observation = try JSONDecoder().decode(ControllerObservation.self, from: Data(state.body))
+            let recoveries = observation.training?.recoveries ?? []
+            #expect(Double(recoveries.count) == earlier + 1 && recoveries.last?.reason.contains("w2") == true, "\(recoveries)")
+            #expect(recoveries.last.map { $0.step != nil && $0.step! >= $0.fromStep && $0.fromStep >= killedAt - 1 && $0.seconds > 0 } == true, "\(recoveries)")
+            #expect(Set(observation.training?.plan?.stages.flatMap(\.nodes) ?? []) == ["w1", "w3"])
+            #expect(observation.events.contains { $0.kind == "died" && $0.text.contains("w2") })
+            #expect(observation.events.contains { $0.kind == "training" && $0.text.hasPrefix("recovered") })
+            let spare = try await Self.scrape(try await Self.address(of: nil, in: directory.appendingPathComponent("w3")))
+            #expect((spare.value("elastic_worker_state_copy_received_bytes_total", ["node": "w3"]) ?? 0) > 0)
+        }
+    }
+
     /// Headless Chromium renders the dashboard of a 2×2 cluster mid-training: the plan grid has
     /// 2×2 slot cells naming the four real workers (alive), the loss curve has one point per
     /// step committed when the page was read, the event log is filled, and a screenshot is a

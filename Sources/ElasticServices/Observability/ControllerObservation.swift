@@ -27,6 +27,7 @@ public struct ControllerObservation: Codable, Sendable, Equatable {
         public var generation: UInt64
         public var replicas: Int
         public var stages: [Stage]
+        /// Members without a slot: the plan's spares and members that joined after it.
         public var spares: [String]
     }
 
@@ -160,16 +161,18 @@ extension ControllerObservation {
         }
         return ControllerObservation(
             generation: membership.generation.value, uptime: seconds(now), members: members,
-            training: training.map { gather($0, seconds: seconds, now: now) },
+            training: training.map { gather($0, live: membership.liveMembers.map(\.node), seconds: seconds, now: now) },
             events: events.map { Event(time: $0.time, kind: $0.kind, text: $0.text) })
     }
 
-    private static func gather(_ training: ControllerTraining, seconds: (Timestamp) -> Double, now: Timestamp) -> Training {
+    private static func gather(_ training: ControllerTraining, live: [NodeID], seconds: (Timestamp) -> Double, now: Timestamp) -> Training {
         let coordinator = training.coordinator
         let plan = coordinator.plan.map { plan in
-            Plan(generation: plan.generation.value, replicas: plan.replicas,
-                 stages: zip(plan.stages, plan.nodes).map { Stage(firstLayer: $0.lowerBound, lastLayer: $0.upperBound - 1, nodes: $1.map(\.value)) },
-                 spares: plan.spares.map(\.value))
+            // A member that joined after the plan was made is a spare too (the plan stands).
+            let workers = Set(plan.workers)
+            return Plan(generation: plan.generation.value, replicas: plan.replicas,
+                        stages: zip(plan.stages, plan.nodes).map { Stage(firstLayer: $0.lowerBound, lastLayer: $0.upperBound - 1, nodes: $1.map(\.value)) },
+                        spares: Set(plan.spares + live.filter { !workers.contains($0) }).sorted().map(\.value))
         }
         let recoveries = training.recoveries.map {
             Recovery(reason: $0.reason, fromStep: $0.fromStep, step: $0.step, startedAt: seconds($0.startedAt),
