@@ -2,6 +2,9 @@ import ElasticServices
 import ElasticTestSupport
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `/metrics`, `/api/state` and the dashboard of a real local cluster while it trains (issue 7):
 /// scraped and parsed strictly, and the page rendered by headless Chromium.
@@ -161,6 +164,35 @@ struct ObservabilityProcessTests {
         }
     }
 
+    /// An address given with --http that is taken stops the controller with one clear error
+    /// (and no address file); the default address taken only turns the listener off.
+    @Test func aTakenAddressIsAnErrorOnlyWhenAskedFor() async throws {
+        try await withProcesses("taken") { directory, processes in
+            _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
+            let held = try LoopbackListener(port: 0)
+            defer { held.close() }
+            let result = try await CLI.run(["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "127.0.0.1:\(held.port)"], in: directory, deadline: .seconds(30))
+            #expect(result.status != 0)
+            let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("error: ") }
+            #expect(errors.count == 1 && errors[0].contains("cannot serve HTTP on 127.0.0.1:\(held.port): the address is in use"), "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("ctl/controller.address").path))
+
+            // The default (127.0.0.1:9400): held by this test, or by someone else; taken either way.
+            let defaultHeld = try? LoopbackListener(port: 9400)
+            defer { defaultHeld?.close() }
+            let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl"])
+            try await waitUntil("the controller to say it runs without the dashboard") {
+                if !controller.process.isRunning { throw HarnessError("the controller exited: \(controller.stderr)") }
+                return controller.stderr.contains("no dashboard or metrics: cannot serve HTTP on 127.0.0.1:9400: the address is in use")
+            }
+            if defaultHeld != nil {
+                #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("ctl/http.address").path))
+            }
+            controller.signal(SIGTERM)
+            #expect(try await controller.waitForExit(deadline: .seconds(15)) == 0)
+        }
+    }
+
     // MARK: - Helpers
 
     /// W1 data (4096 samples) and a job of 2000 (1×2) or 3000 steps: long enough that it runs
@@ -210,4 +242,39 @@ struct ObservabilityProcessTests {
         guard let tag = matches(#"(<\#(tagName)\b[^>]*>)"#, in: dom).first?.first else { return nil }
         return matches(#"\b\#(name)="([^"]*)""#, in: tag).first?.first
     }
+}
+
+/// A listening TCP socket on 127.0.0.1 that holds a port for a test.
+final class LoopbackListener {
+    let fd: Int32
+    let port: Int
+
+    init(port: UInt16) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket() failed: errno \(errno)") }
+        // As the controller does: a port in TIME_WAIT is free, one with a listener is not.
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 1) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw HarnessError("cannot listen on 127.0.0.1:\(port): errno \(code)")
+        }
+        var actual = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: actual.sin_port))
+    }
+
+    func close() { Glibc.close(fd) }
 }

@@ -95,6 +95,7 @@ public struct ControllerService: Service {
             }
         } catch {
             server.channel.close(promise: nil)
+            try? FileManager.default.removeItem(at: Self.addressFile(dataDirectory: configuration.dataDirectory))
             throw error
         }
         let metrics = ControllerMetrics(registry: configuration.http.registry ?? PrometheusCollectorRegistry())

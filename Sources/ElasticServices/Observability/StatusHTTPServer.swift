@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -54,7 +57,8 @@ public final class StatusHTTPServer: Sendable {
                     }
                 }
         } catch {
-            throw ElasticError("cannot serve HTTP on \(endpoint): \(error); choose another address with --http HOST:PORT (port 0 picks a free one) or turn it off with --http off")
+            let reason = (error as? IOError)?.errnoCode == EADDRINUSE ? "the address is in use" : "\(error)"
+            throw ElasticError("cannot serve HTTP on \(endpoint): \(reason); choose another address with --http HOST:PORT (port 0 picks a free one) or turn it off with --http off")
         }
         let port = channel.channel.localAddress?.port ?? endpoint.port
         return StatusHTTPServer(channel: channel, address: Endpoint(host: endpoint.host, port: port))
