@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -56,6 +58,9 @@ let package = Package(
                 "ElasticCore", "ElasticWire", "ElasticTransport", "ElasticStorage", "ElasticNumerics",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
@@ -63,6 +68,8 @@ let package = Package(
             dependencies: [
                 "ElasticServices", "ElasticStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         // Seeds, the W1 reference's path: shared by the test targets.
@@ -82,6 +89,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
+        ),
+        .testTarget(
+            name: "ElasticObservabilityTests",
+            dependencies: ["ElasticServices", "ElasticTestSupport", .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         // Runs the built `elastic` binary; `swift build --build-tests` builds it first.
         .testTarget(name: "ElasticCLITests", dependencies: ["ElasticServices", "ElasticTestSupport"]),

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source cluster/lib/common.sh
-ensure_system_packages
+ensure_system_packages chromium
 start=$(date +%s)
 build_elastic --build-tests
 echo "build: $(( $(date +%s) - start ))s" >&2

@@ -44,12 +44,16 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Start the job from a checkpoint: 'latest' (the newest valid one in the job's checkpoint.directory) or a step directory.", discussion: "A checkpoint that fails verification is reported and the previous valid one is used.", valueName: "latest|dir"))
     var restore: String?
 
+    @Option(help: ArgumentHelp("Where to serve the dashboard (/), its data (/api/state) and /metrics (default: 127.0.0.1:9400; when that port is taken the controller runs without them).", discussion: HTTPOption.help, valueName: "host:port|off"))
+    var http: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         guard Endpoint(parsing: listen) != nil else {
             throw ValidationError("--listen '\(listen)' is not HOST:PORT (for example 0.0.0.0:7400)")
         }
+        try HTTPOption.validate(http)
         _ = try settings()
         _ = try parseDuration(nodeCertLifetime, option: "--node-cert-lifetime")
     }
@@ -78,6 +82,7 @@ struct ControllerCommand: AsyncParsableCommand {
         configuration.jobFile = job.map { URL(fileURLWithPath: $0) }
         configuration.restore = restore.map { $0 == "latest" || $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: $0).standardizedFileURL.path }
         configuration.nodeCertificateLifetime = Double(try parseDuration(nodeCertLifetime, option: "--node-cert-lifetime").milliseconds) / 1000
+        configuration.http = HTTPOption.settings(http, default: Endpoint(host: "127.0.0.1", port: 9400))
         let service = ControllerService(configuration: configuration, logger: logger) { bound in
             FileHandle.standardOutput.write(Data("elastic controller listening on \(bound)\n".utf8))
         }

@@ -39,12 +39,16 @@ struct Join: AsyncParsableCommand {
     @Option(help: "Threads for matrix products (OpenBLAS); 1 suits several workers per host.")
     var computeThreads: Int = 1
 
+    @Option(help: ArgumentHelp("Where to serve this worker's /metrics (default: 127.0.0.1:0, a free loopback port, written to <data-dir>/http.address).", discussion: HTTPOption.help, valueName: "host:port|off"))
+    var http: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         guard Endpoint(parsing: controller) != nil else {
             throw ValidationError("'\(controller)' is not HOST:PORT (for example 10.0.0.5:7400)")
         }
+        try HTTPOption.validate(http)
         if let token, case .failure(let error) = BootstrapTokens.parse(token) {
             throw ValidationError(error.explanation)
         }
@@ -71,6 +75,8 @@ struct Join: AsyncParsableCommand {
         var worker = configuration
         worker.dataListen = Endpoint(parsing: dataListen)!
         worker.dataAdvertiseHost = dataAdvertise
+        worker.http = HTTPOption.settings(http, default: Endpoint(host: "127.0.0.1", port: 0))
+        worker.httpAddressFile = HTTPListenSettings.addressFile(dataDirectory: directory)
         let service = WorkerService(configuration: worker, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

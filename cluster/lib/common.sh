@@ -2,12 +2,16 @@
 # Sourced, not run.
 
 # Installs the system packages the build needs (libzstd-dev, libopenblas-dev, pkg-config) as root;
-# otherwise says exactly what to install.
+# otherwise says exactly what to install. With the argument `chromium`, also the headless browser
+# the dashboard test renders the page with (scripts/test.sh asks for it).
 ensure_system_packages() {
     local missing=()
     pkg-config --exists libzstd 2>/dev/null || missing+=(libzstd-dev)
     pkg-config --exists openblas 2>/dev/null || missing+=(libopenblas-dev)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    if [ "${1:-}" = chromium ]; then
+        command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    fi
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]} (apt-get)" >&2

@@ -15,6 +15,8 @@ struct ControllerCheckpoints {
     var written: [CheckpointSummary] = []
     /// When the pending checkpoint was requested.
     var requestedAt: Timestamp?
+    /// For each checkpoint committed here: when, and how long from the request.
+    var timings: [Int: (at: Timestamp, took: Duration)] = [:]
 
     init?(job: JobSpec) {
         guard let settings = job.checkpoint, let directory = settings.directory else { return nil }

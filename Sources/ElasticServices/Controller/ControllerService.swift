@@ -5,6 +5,7 @@ import ElasticWire
 import Foundation
 import Logging
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 
 /// Everything `elastic controller` needs; every field but the listen address and the data dir
@@ -20,6 +21,8 @@ public struct ControllerConfiguration: Sendable {
     public var jobFile: URL?
     /// `latest` or a checkpoint directory the job starts from (overrides `checkpoint.resume`).
     public var restore: String?
+    /// The dashboard and `/metrics` (docs/observability.md).
+    public var http = HTTPListenSettings(endpoint: Endpoint(host: "127.0.0.1", port: 9400), required: false)
 
     public init(listen: Endpoint, dataDirectory: URL) {
         self.listen = listen
@@ -95,6 +98,10 @@ public struct ControllerService: Service {
         if let training, training.journaled == false {
             journal.record(.job(training.durableJob))
         }
+        if let training, training.journaled {
+            let written = ledger.catchUp(with: loaded.state.ledger, job: training.job.spec.name)
+            if written > 0 { logger.info("ledger.jsonl: wrote \(written) committed step(s) the journal had and the file did not (the crash came between them)") }
+        }
         let membership = recovering
             ? Membership(settings: configuration.membership, recovering: loaded.state, now: MonotonicClock.now())
             : Membership(settings: configuration.membership)
@@ -121,6 +128,18 @@ public struct ControllerService: Service {
         try? PKIFiles.write("\(bound)\n", to: Self.addressFile(dataDirectory: configuration.dataDirectory), mode: 0o644)
         logger.info("listening on \(bound) (CA \(authority.hash))")
         onListening(bound)
+        let httpAddressFile = HTTPListenSettings.addressFile(dataDirectory: configuration.dataDirectory)
+        let http: StatusHTTPServer?
+        do {
+            http = try await configuration.http.start(addressFile: httpAddressFile, logger: logger) {
+                "dashboard at http://\($0)/ · metrics at http://\($0)/metrics"
+            }
+        } catch {
+            server.channel.close(promise: nil)
+            try? FileManager.default.removeItem(at: Self.addressFile(dataDirectory: configuration.dataDirectory))
+            throw error
+        }
+        let metrics = ControllerMetrics(registry: configuration.http.registry ?? PrometheusCollectorRegistry())
 
         let logger = self.logger
         try await withGracefulShutdownHandler {
@@ -139,6 +158,9 @@ public struct ControllerService: Service {
                         try? await Task.sleep(for: wait)
                     }
                 }
+                if let http {
+                    group.addTask { await http.run(logger: logger, route: ObservabilityRoutes.controller(state: state, metrics: metrics)) }
+                }
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
                         group.addTask { await Self.serve(connection, state: state, logger: logger) }
@@ -149,9 +171,11 @@ public struct ControllerService: Service {
         } onGracefulShutdown: {
             logger.info("shutting down: closing the listener and every connection")
             server.channel.close(promise: nil)
+            http?.close()
             Task { await state.shutdown() }
         }
         try? FileManager.default.removeItem(at: Self.addressFile(dataDirectory: configuration.dataDirectory))
+        if http != nil { try? FileManager.default.removeItem(at: httpAddressFile) }
         logger.info("controller stopped")
     }
 

@@ -142,6 +142,7 @@ actor ControllerState {
                 return
             }
             training?.traffic[node] = TrainingStatus.Traffic(node: node, bytesSent: report.bytesSent, bytesReceived: report.bytesReceived, uncompressedBytes: report.uncompressedBytes)
+            if let traffic = training?.traffic[node] { training?.trafficTotal.add(traffic) }
             trainingDirectives {
                 $0.onStepDone(node: node, step: Int(report.step), generation: frame.generation, report: .init(lossSum: report.lossSum, samples: Int(report.samples), stateChecksum: report.stateChecksum), now: now)
             }
@@ -395,6 +396,7 @@ actor ControllerState {
             return
         }
         send(id, .done(message: "job '\(job.spec.name)' accepted: \(job.spec.totalSteps(samples: job.samples)) steps"))
+        events.note("job '\(job.spec.name)' accepted: \(job.spec.totalSteps(samples: job.samples)) steps")
         trainingDirectives { $0.start() }
     }
 
@@ -408,6 +410,7 @@ actor ControllerState {
         // Who holds what is durable before anything that depends on it is sent.
         let holders = current.coordinator.holders.map(DurableState.HolderSet.init)
         if holders != journal.state.holders { journal.record(.holders(holders)) }
+        training?.noteTransition(from: before, reason: events.latest ?? "the members changed", now: MonotonicClock.now())
         if current.coordinator.phase != before, case .waiting(let why) = current.coordinator.phase {
             logger.warning("training waits: \(why)")
         }
@@ -423,6 +426,7 @@ actor ControllerState {
                                             lastCommitGeneration: training?.coordinator.ledger.last?.generation ?? .zero)
                 let outside = Set(transfers.map(\.from)).subtracting(plan.workers + plan.spares).sorted()
                 for node in plan.workers + plan.spares + outside { sendToMember(node, .assign(assignment), generation: plan.generation) }
+                events.note("generation \(plan.generation): plan \(plan.summary) from step \(nextStep)\(copies.isEmpty ? "" : "; state copies: " + copies)\(restore.map { "; restoring \($0)" } ?? "")")
             case let .startStep(step, generation):
                 for node in training?.coordinator.plan?.workers ?? [] { sendToMember(node, .startStep(step: UInt64(step)), generation: generation) }
             case let .commit(step, generation):
@@ -437,9 +441,13 @@ actor ControllerState {
                 logger.warning("every holder of a stage is gone: training goes back to checkpoint \(checkpoint) (step \(toStep)); steps \(toStep)…\(fromStep - 1) are computed again")
                 journal.record(.rolledBack(toStep: toStep, fromStep: fromStep))
                 ledgerFile.appendRollback(toStep: toStep, fromStep: fromStep, checkpoint: checkpoint, job: job.spec.name)
+                events.note("every holder of a stage is gone: back to checkpoint \(checkpoint) (step \(toStep))")
             case let .record(entry):
                 journal.record(.committed(DurableState.Step(entry)))
                 ledgerFile.append(entry, job: job.spec.name)
+                if let recovery = training?.noteCommit(step: entry.step, now: entry.committedAt) {
+                    events.note("recovered: step \(entry.step) committed \(recovery.duration.shortDescription) after \(recovery.reason)")
+                }
                 if !entry.replicasAgree {
                     logger.error("step \(entry.step): replicas of a stage reported different weights (invariant 3 broken)")
                 }
@@ -455,9 +463,11 @@ actor ControllerState {
                 let marks = Set((0...8).map { $0 * (steps - 1) / 8 } + [0, steps - 1])
                 let curve = ledger.filter { marks.contains($0.step) }.map { "\($0.step): \(String(format: "%.4f", $0.loss))" }.joined(separator: " · ")
                 logger.info("job '\(job.spec.name)' finished: \(steps) steps, final loss \(String(format: "%.6f", ledger.last?.loss ?? .nan)); loss curve \(curve)")
+                events.note("job '\(job.spec.name)' finished: \(steps) steps, final loss \(String(format: "%.6f", ledger.last?.loss ?? .nan))")
             case let .stopped(reason):
                 journal.record(.jobEnded("stopped: \(reason)"))
                 logger.error("training stopped: \(reason)")
+                events.note("training stopped: \(reason)")
             case let .openGeneration(reason):
                 apply(membership.onNewGeneration(reason: reason), requester: nil)
             }
@@ -541,6 +551,11 @@ actor ControllerState {
             do {
                 let summary = try keeper.commit(pending, job: current.job, plan: current.coordinator.plan)
                 let took = keeper.requestedAt.map { MonotonicClock.now().since($0).shortDescription } ?? "?"
+                if let requestedAt = keeper.requestedAt {
+                    let now = MonotonicClock.now()
+                    training?.checkpoints?.timings[pending.step] = (now, now.since(requestedAt))
+                }
+                events.note("checkpoint of step \(pending.step) committed in \(took): \(summary.rawBytes >> 10) KiB → \(summary.storedBytes >> 10) KiB", kind: "checkpoint")
                 training?.checkpoints?.schedule.onCommitted(checkpoint: pending.step, path: summary.path)
                 training?.checkpoints?.written.append(summary)
                 journal.record(.checkpoint(DurableState.Checkpoint(step: summary.step, path: summary.path, rawBytes: UInt64(summary.rawBytes), storedBytes: UInt64(summary.storedBytes))))
@@ -566,6 +581,13 @@ actor ControllerState {
     private func resumeDeferredCheckpoint() {
         guard let plan = training?.coordinator.plan else { return }
         checkpointDecision { $0.resumeDeferred(plan: plan) }
+    }
+
+    // MARK: - Observation
+
+    /// The dashboard's and `/metrics`' snapshot, taken in one turn of the actor.
+    func observation() -> ControllerObservation {
+        ControllerObservation.gather(membership: membership, training: training, events: events.recent(), startedAt: startedAt, now: MonotonicClock.now())
     }
 
     private func sendToMember(_ node: NodeID, _ message: ControlMessage, generation: Generation) {

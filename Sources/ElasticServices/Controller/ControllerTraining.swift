@@ -70,9 +70,12 @@ struct AcceptedJob: Sendable {
     }
 }
 
-/// The ledger on disk: one JSON line per committed step in `<data-dir>/ledger.jsonl`.
+/// The ledger on disk: one JSON line per committed step in `<data-dir>/ledger.jsonl`, for
+/// people and scripts. The journal is the record of truth; a line the controller could not
+/// write before it was killed is written when it starts again (`catchUp`).
 final class LedgerFile: @unchecked Sendable {
     private let handle: FileHandle?
+    private let file: URL
     private let formatter: ISO8601DateFormatter = {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
@@ -80,11 +83,26 @@ final class LedgerFile: @unchecked Sendable {
     }()
 
     init(file: URL) {
+        self.file = file
         if !FileManager.default.fileExists(atPath: file.path) {
             FileManager.default.createFile(atPath: file.path, contents: nil)
         }
         handle = try? FileHandle(forWritingTo: file)
         _ = try? handle?.seekToEnd()
+    }
+
+    /// Appends the journal's committed steps that come after the file's last line of `job` (a
+    /// crash between the journal and this file), so that the file lists every committed step.
+    func catchUp(with ledger: [DurableState.Step], job: String) -> Int {
+        let text = (try? String(contentsOf: file, encoding: .utf8)) ?? ""
+        var last = -1
+        for line in text.split(separator: "\n") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], object["job"] as? String == job else { continue }
+            if let step = object["step"] as? Int { last = step } else if let back = object["rollbackTo"] as? Int { last = back - 1 }
+        }
+        let missing = ledger.filter { $0.step > last }
+        for step in missing { append(step.entry(committedAt: .zero), job: job) }
+        return missing.count
     }
 
     func append(_ entry: LedgerEntry, job: String) {
@@ -171,6 +189,56 @@ struct ControllerTraining {
         if let newest { checkpoints?.schedule.onCommitted(checkpoint: newest.step, path: newest.path) }
         let state = durable.jobEnded.map { " (\($0))" } ?? ""
         logger.info("job '\(job.spec.name)' continues from the journal at step \(coordinator.nextStep) of \(coordinator.totalSteps)\(state)")
+    }
+
+    /// Every reported step's exchange, summed over slots (for `/metrics`).
+    var trafficTotal = TrafficTotal()
+    /// When the controller took this job.
+    let createdAt = MonotonicClock.now()
+    /// Recoveries so far: from a membership change that interrupted running training (a re-plan,
+    /// or a wait for members) to the next committed step.
+    var recoveries: [Recovery] = []
+    /// The recovery under way, if any.
+    var recovering: (reason: String, fromStep: Int, since: Timestamp)?
+
+    struct Recovery: Sendable {
+        var reason: String
+        /// The step that was next when training was interrupted.
+        var fromStep: Int
+        /// The committed step that ended it.
+        var step: Int
+        var startedAt: Timestamp
+        var endedAt: Timestamp
+        var duration: Duration { endedAt.since(startedAt) }
+    }
+
+    struct TrafficTotal: Sendable {
+        var bytesSent: UInt64 = 0
+        var bytesReceived: UInt64 = 0
+        var uncompressedBytes: UInt64 = 0
+
+        mutating func add(_ traffic: TrainingStatus.Traffic) {
+            bytesSent &+= traffic.bytesSent
+            bytesReceived &+= traffic.bytesReceived
+            uncompressedBytes &+= traffic.uncompressedBytes
+        }
+    }
+
+    /// Follows the phase across one coordinator input: running training that stops running (a
+    /// re-plan, a rollback, a wait for members) starts a recovery; `reason` is what changed.
+    mutating func noteTransition(from before: TrainingCoordinator.Phase, reason: @autoclosure () -> String, now: Timestamp) {
+        let after = coordinator.phase.name
+        guard recovering == nil, before == .running, after == "assigning" || after == "waiting" else { return }
+        recovering = (reason(), coordinator.nextStep, now)
+    }
+
+    /// A step committed: it ends the recovery under way, which is returned.
+    mutating func noteCommit(step: Int, now: Timestamp) -> Recovery? {
+        guard let recovering else { return nil }
+        self.recovering = nil
+        let recovery = Recovery(reason: recovering.reason, fromStep: recovering.fromStep, step: step, startedAt: recovering.since, endedAt: now)
+        recoveries.append(recovery)
+        return recovery
     }
 
     /// `restore`: `latest` or a checkpoint directory to start from (overrides the job's

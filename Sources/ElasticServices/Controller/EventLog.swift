@@ -66,10 +66,12 @@ final class EventLog: @unchecked Sendable {
             text = "refused \(node): \(refusal.explanation)"
         }
         logger.log(level: level, "\(text)")
+        remember(kind: fields["event"] as? String ?? "membership", text: text)
         append(fields)
     }
 
     func recordBootstrap(node: String, address: String, outcome: String, reason: String, generation: Generation) {
+        remember(kind: "bootstrap", text: "bootstrap of \(node) from \(address): \(outcome) (\(reason))")
         append(["event": "bootstrap", "node": node, "address": address, "outcome": outcome, "reason": reason, "generation": generation.value])
     }
 
@@ -83,6 +85,49 @@ final class EventLog: @unchecked Sendable {
             try handle?.write(contentsOf: data + Data("\n".utf8))
         } catch {
             logger.error("cannot append to the event log: \(error)")
+        }
+    }
+
+    // MARK: - Recent events (the dashboard's)
+
+    /// One line of the bounded in-memory record of recent events.
+    struct RecentEvent: Sendable {
+        let time: String
+        let kind: String
+        let text: String
+    }
+
+    /// How many recent events are kept in memory.
+    static let recentCapacity = 200
+    private let recentLock = NSLock()
+    private var recentRing: [RecentEvent] = []
+    private var recentNext = 0
+
+    /// Remembers a training or checkpoint event for the dashboard; only membership events go to
+    /// the file.
+    func note(_ text: String, kind: String = "training") {
+        remember(kind: kind, text: text)
+    }
+
+    /// The recent events, oldest first (at most `recentCapacity`).
+    func recent() -> [RecentEvent] {
+        recentLock.withLock { Array(recentRing[recentNext...] + recentRing[..<recentNext]) }
+    }
+
+    /// The newest recent event's text.
+    var latest: String? {
+        recentLock.withLock { recentRing.isEmpty ? nil : recentRing[(recentNext + recentRing.count - 1) % recentRing.count].text }
+    }
+
+    private func remember(kind: String, text: String) {
+        let event = RecentEvent(time: formatter.string(from: Date()), kind: kind, text: text)
+        recentLock.withLock {
+            if recentRing.count < Self.recentCapacity {
+                recentRing.append(event)
+            } else {
+                recentRing[recentNext] = event
+                recentNext = (recentNext + 1) % Self.recentCapacity
+            }
         }
     }
 

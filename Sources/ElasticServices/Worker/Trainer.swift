@@ -44,11 +44,13 @@ actor Trainer {
     private var pendingCompressor: StageCompressor?
     /// The gradient exchange of the last computed step.
     private var lastTraffic = ExchangeTraffic()
+    private let metrics: WorkerMetrics?
 
-    init(dataPlane: DataPlane, node: NodeID, logger: Logger, report: @escaping @Sendable (ControlMessage, Generation) -> Void) {
+    init(dataPlane: DataPlane, node: NodeID, logger: Logger, metrics: WorkerMetrics? = nil, report: @escaping @Sendable (ControlMessage, Generation) -> Void) {
         self.dataPlane = dataPlane
         self.node = node
         self.logger = logger
+        self.metrics = metrics
         self.report = report
     }
 
@@ -117,6 +119,7 @@ actor Trainer {
             for transfer in assignment.transfers where transfer.from == node { copyPeers.insert(transfer.to) }
             self.plan = plan
             self.slot = slot
+            metrics?.assigned(generation: plan.generation, stage: slot?.stage)
             guard let slot else {
                 let handoffs = assignment.transfers.filter { $0.from == node }.map { "stage \($0.stage) to \($0.to)" }
                 logger.info("generation \(plan.generation): spare (plan \(plan.summary))\(handoffs.isEmpty ? "" : "; handing off " + handoffs.joined(separator: ", "))")
@@ -141,6 +144,7 @@ actor Trainer {
                 try resetCompressor(job: job, layers: layers, importing: received.map(\.extras), keepResiduals: false)
                 let bytes = blobs.reduce(0) { $0 + $1.count }
                 let took = ContinuousClock.now - started
+                metrics?.stateCopied(bytes: bytes, took: took)
                 logger.info("copied layers \(layers.lowerBound)-\(layers.upperBound - 1) (\(bytes >> 10) KiB) from \(incoming.from) in \(took.shortDescription), \(megabytesPerSecond(bytes: bytes, seconds: took.inSeconds))")
             } else if stage == nil || heldLayers != layers {
                 if !assignment.restore.isEmpty {
@@ -232,7 +236,7 @@ actor Trainer {
             shuffle: settings.shuffle.flatMap(CheckpointWriteOptions.ShufflePolicy.init(rawValue:)) ?? .auto,
             compressionThreads: settings.threads ?? 0)
         checkpointWriting = step
-        let (logger, report) = (self.logger, self.report)
+        let (logger, report, metrics) = (self.logger, self.report, self.metrics)
         // A thread of its own at the lowest priority: compression and fsyncs take only the
         // cycles training leaves, and never a thread of the cooperative pool the steps run on.
         let thread = Thread { [weak self] in
@@ -244,6 +248,7 @@ actor Trainer {
                 message.rawBytes = UInt64(part.rawBytes)
                 message.storedBytes = UInt64(part.storedBytes)
                 message.writeTime = ContinuousClock.now - started
+                metrics?.checkpointWritten(rawBytes: message.rawBytes, storedBytes: message.storedBytes, took: message.writeTime)
                 logger.info("checkpoint of step \(step): wrote layers \(snapshot.first?.index ?? 0)-\(snapshot.last?.index ?? 0) (\(part.rawBytes >> 10) KiB → \(part.storedBytes >> 10) KiB) in \(message.writeTime.shortDescription)")
             } catch {
                 message.error = "\(error)"
@@ -282,7 +287,9 @@ actor Trainer {
             return .failure(DataPlaneError("this worker does not hold stage \(stageIndex) at step \(step) (it holds \(heldLayers.map { "layers \($0.lowerBound)-\($0.upperBound - 1)" } ?? "nothing") at step \(appliedSteps))"))
         }
         let codecState = compressor?.exportState()
-        return .success(stage.layers.enumerated().map { LayerStateCodec.encode($0.element.state, extras: codecState?[$0.offset] ?? []) })
+        let blobs = stage.layers.enumerated().map { LayerStateCodec.encode($0.element.state, extras: codecState?[$0.offset] ?? []) }
+        metrics?.stateServed(bytes: blobs.reduce(0) { $0 + $1.count })
+        return .success(blobs)
     }
 
     private func prepareJob(_ json: [UInt8]) throws {
@@ -337,6 +344,7 @@ actor Trainer {
                 step: step, lossSum: lossSum, samples: UInt32(samples), stateChecksum: checksum,
                 computeTime: ContinuousClock.now - started, bytesSent: UInt64(lastTraffic.sent),
                 bytesReceived: UInt64(lastTraffic.received), uncompressedBytes: UInt64(lastTraffic.uncompressedSent))), plan.generation)
+            metrics?.stepComputed(took: ContinuousClock.now - started, sent: lastTraffic.sent, received: lastTraffic.received, uncompressed: lastTraffic.uncompressedSent)
         } catch let error as DataPlaneError {
             // A peer is gone or the generation ended: the controller re-plans and this step is
             // redone; nothing was applied. Tell it, in case the peer is still a member.
@@ -465,6 +473,7 @@ actor Trainer {
         pendingCompressor = nil
         pendingStep = nil
         appliedSteps = step + 1
+        metrics?.applied(steps: appliedSteps)
     }
 
     func stop() {

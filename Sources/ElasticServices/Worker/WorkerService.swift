@@ -5,6 +5,7 @@ import ElasticWire
 import Foundation
 import Logging
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 import X509
 
@@ -24,6 +25,10 @@ public struct WorkerConfiguration: Sendable {
     /// First and longest wait between reconnection attempts.
     public var initialBackoff: Duration = .milliseconds(100)
     public var maximumBackoff: Duration = .seconds(2)
+    /// Where `/metrics` is served (docs/observability.md): any free loopback port by default,
+    /// since several workers often share a host; the bound address goes to `httpAddressFile`.
+    public var http = HTTPListenSettings(endpoint: Endpoint(host: "127.0.0.1", port: 0), required: false)
+    public var httpAddressFile: URL?
 
     public init(controller: Endpoint, identity: Identity, ca: Certificate, capacity: Capacity, softwareVersion: String) {
         self.controller = controller
@@ -52,6 +57,15 @@ public final class WorkerService: Service, Sendable {
         let tls = try TLSContexts.mutualClient(identity: configuration.identity, ca: configuration.ca)
         let node = NodeID(PKI.commonName(of: configuration.identity.certificate) ?? "")
         BLAS.threads = configuration.computeThreads
+        let metrics = WorkerMetrics(registry: configuration.http.registry ?? PrometheusCollectorRegistry(), node: node)
+        let http = try await configuration.http.start(addressFile: configuration.httpAddressFile, logger: logger) { "metrics at http://\($0)/metrics" }
+        if let http {
+            Task { [logger] in await http.run(logger: logger, route: ObservabilityRoutes.worker(metrics: metrics)) }
+        }
+        defer {
+            http?.close()
+            if http != nil, let file = configuration.httpAddressFile { try? FileManager.default.removeItem(at: file) }
+        }
         let dataPlane = DataPlane(identity: configuration.identity, ca: configuration.ca, node: node, logger: logger)
         let dataEndpoint: Endpoint
         do {
@@ -60,7 +74,7 @@ public final class WorkerService: Service, Sendable {
             throw ElasticError("cannot listen for peers on \(configuration.dataListen): \(error)")
         }
         logger.info("data plane listening on \(dataEndpoint)")
-        let trainer = Trainer(dataPlane: dataPlane, node: node, logger: logger) { [session] message, generation in
+        let trainer = Trainer(dataPlane: dataPlane, node: node, logger: logger, metrics: metrics) { [session] message, generation in
             session.send(message, generation: generation)
         }
         await trainer.serveState()
