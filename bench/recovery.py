@@ -4,7 +4,9 @@ Three times: SIGKILL a worker mid-run, then `elastic join` a new one. Prints, pe
 time from the kill to the next committed step, the committed steps lost and the steps redone,
 and the time from the join to the first step the new worker contributed to; then a graceful
 leave (SIGTERM to a slot worker: time to the next commit, and until the worker exited); then
-the same against the median step time measured in the same run.
+SIGKILL of the controller, restarted at once with the same command (time from the kill and from
+the restart to the next committed step; whether every worker kept running); then the same
+against the median step time measured in the same run.
 
 usage: bench/recovery.py [--rounds 3] [--elastic PATH]
 """
@@ -112,6 +114,30 @@ def main():
             exited = time.time() - left_at
             leave_row = (leaver, next_commit, exited, cluster.processes[leaver].returncode)
             print(f"leave: SIGTERM {leaver} -> next committed step after {next_commit * 1000:.0f} ms; it exited {exited * 1000:.0f} ms after the signal with status {leave_row[3]}", flush=True)
+        # The controller: SIGKILL, restarted at once with the same command; workers resume.
+        time.sleep(1)
+        before = cluster.ledger()
+        workers_before = {name: cluster.processes[name].pid for name in cluster.workers()}
+        killed = time.time()
+        cluster.processes["controller"].send_signal(signal.SIGKILL)
+        cluster.processes["controller"].wait()
+        restarted = time.time()
+        cluster.spawn("controller", ["controller", "--listen", cluster.address, "--data-dir", cluster.data, "--job", "job.json"], append=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            after = [e for e in cluster.ledger() if e["generation"] > before[-1]["generation"]]
+            if after:
+                break
+            time.sleep(0.02)
+        controller_row = None
+        if after:
+            kept = all(cluster.processes[name].poll() is None and cluster.processes[name].pid == pid for name, pid in workers_before.items())
+            resumed = sum(open(os.path.join(work, f"{name}.log")).read().count("resumed as member") > 0 for name in workers_before)
+            controller_row = (stamp(after[0]) - killed, stamp(after[0]) - restarted, kept, resumed, len(workers_before))
+            print(f"controller: SIGKILL, restarted {(restarted - killed) * 1000:.0f} ms later -> next committed step {controller_row[0] * 1000:.0f} ms after the kill "
+                  f"({controller_row[1] * 1000:.0f} ms after the restart); workers kept running: {kept}; {resumed}/{len(workers_before)} resumed their incarnation", flush=True)
+        else:
+            print("controller: no committed step within 60 s of the restart", flush=True)
         ledger = cluster.ledger()
         gaps = [stamp(b) - stamp(a) for a, b in zip(ledger, ledger[1:]) if b["generation"] == a["generation"]]
         step_time = statistics.median(gaps) if gaps else float("nan")
@@ -124,6 +150,9 @@ def main():
         print(f"{number:>5} {recovery * 1000:>17.0f} ms {recovery / step_time:>7.1f} {lost:>5} {join_time * 1000:>17.0f} ms {join_time / step_time:>7.1f}")
     if leave_row:
         print(f"graceful leave of {leave_row[0]}: next commit after {leave_row[1] * 1000:.0f} ms ({leave_row[1] / step_time:.1f} steps), exit after {leave_row[2] * 1000:.0f} ms, status {leave_row[3]}")
+    if controller_row:
+        print(f"controller SIGKILL + restart: next commit {controller_row[0] * 1000:.0f} ms after the kill ({controller_row[0] / step_time:.1f} steps), "
+              f"{controller_row[1] * 1000:.0f} ms after the restart; workers kept running: {controller_row[2]}; {controller_row[3]}/{controller_row[4]} resumed")
     print("abandoned (redone) steps across the run: at most one per re-plan; committed steps lost: 0 by construction")
     return 0
 

@@ -46,7 +46,7 @@ K8S_DIR = "cluster/k8s"
 DOCS = "docs/deploy.md"
 LOCAL_SCRIPTS = ["cluster/local.sh", "cluster/lib/common.sh"]
 
-LISTEN_FLAGS = {"listen", "data-listen"}
+LISTEN_FLAGS = {"listen", "data-listen", "http"}
 LONG_RUNNING = {("controller",), ("join",)}
 MIN_GRACE_SECONDS = 45  # a leaving worker may hand off its state for up to 40 s
 SHELLS = {"sh", "bash", "dash", "ash"}

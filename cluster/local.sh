@@ -7,7 +7,10 @@
 # to the next committed step, and the join to the first step the newcomer contributes to. It
 # follows training to the end, prints the status (plan grid, progress), the final loss next to
 # the numpy reference's, the recovery times and the checkpoint listing, checks that the ledger
-# holds steps 0..299 exactly once (no committed step lost), stops everything cleanly (workers
+# holds steps 0..299 exactly once (no committed step lost). Then (at about step 200) it SIGKILLs
+# the controller and starts it again with the same command: it continues from its journal,
+# workers resume, and the time from the kill to the next commit is printed. It then
+# stops everything cleanly (workers
 # leave, the controller shuts down) and checks every exit status. The dashboard's address is
 # printed when the controller has one (`elastic controller --http`).
 #
@@ -169,6 +172,27 @@ slots = ["stage %d replica %d" % (s["stage"], c["replica"]) for s in grid.get("s
 print(slots[0] if slots else ("a spare" if any(c["node"] == name for c in grid.get("spares", [])) else "not in the plan"))' "$NEWCOMER")"
     JOIN_LINE="elastic join $NEWCOMER (new token) -> a member after $MEMBER_MS ms (bootstrap, capacity probe); step $JOIN_STEP committed in generation $JOIN_GENERATION with it $JOIN_MS ms after the start; it holds $SLOT"
     echo "$JOIN_LINE" >&2
+
+    # The controller dies too: SIGKILL, started again with the same command. It continues
+    # from its journal; the workers resume and keep their layers.
+    CONTROLLER_AT=$(( KILL_AT + (STEPS - KILL_AT) / 2 ))
+    if [ "$CONTROLLER_AT" -lt "$STEPS" ]; then
+        VERBOSE=1 wait_for_steps "$CONTROLLER_AT" 900
+        BEFORE="$(committed_steps)"
+        RESTARTED_AT="$EPOCHREALTIME"
+        restart_controller
+        read -r RESTART_MS RESTART_STEP RESTART_GENERATION RESTART_LOST < <(ledger_after "$RESTARTED_AT" kill) || { echo "error: no step committed within 120 s of the controller's restart" >&2; KEEP="$WORK"; exit 1; }
+        # Every worker still runs (same pid) and resumed its incarnation with the new controller.
+        ALIVE=0 RESUMED=0
+        for i in "${!WORKER_PIDS[@]}"; do
+            kill -0 "${WORKER_PIDS[$i]}" 2>/dev/null && ALIVE=$((ALIVE + 1))
+            [ "$(grep -c 'resumed as member' "$WORK/${WORKER_NAMES[$i]}.log" || true)" -ge 1 ] && RESUMED=$((RESUMED + 1))
+        done
+        RESTART_LINE="SIGKILL the controller (about step $BEFORE), restarted with the same command -> step $RESTART_STEP committed in generation $RESTART_GENERATION $RESTART_MS ms after the kill; $RESTART_LOST committed step(s) lost; $ALIVE of ${#WORKER_PIDS[@]} workers still running with their pid, $RESUMED resumed their membership"
+        if [ "$ALIVE" -ne "${#WORKER_PIDS[@]}" ] || [ "$RESUMED" -ne "${#WORKER_PIDS[@]}" ]; then echo "error: $RESTART_LINE" >&2; KEEP="$WORK"; exit 1; fi
+        echo "$RESTART_LINE" >&2
+        if [ "$RESTART_LOST" -ne 0 ]; then echo "error: the controller's restart lost $RESTART_LOST committed step(s)" >&2; KEEP="$WORK"; exit 1; fi
+    fi
 fi
 
 VERBOSE=1 wait_for_job 1800 || true
@@ -236,10 +260,11 @@ if [ -n "$KILL_LINE" ]; then
     echo "== recovery, measured outside the controller (its ledger's timestamps)" >&2
     echo "  $KILL_LINE" >&2
     echo "  $JOIN_LINE" >&2
+    [ -z "${RESTART_LINE:-}" ] || echo "  $RESTART_LINE" >&2
 fi
 [ "$status" -eq 0 ] || exit 1
 if [ "$FAULTS" = 1 ] && [ -n "$KILL_LINE" ]; then
-    echo "local cluster: $WORKERS workers trained $JOB to the end through a SIGKILL ($KILL_MS ms to the next commit, $LOST steps lost) and a join ($JOIN_MS ms to contributing); all left cleanly"
+    echo "local cluster: $WORKERS workers trained $JOB to the end through a SIGKILL ($KILL_MS ms to the next commit, $LOST steps lost), a join ($JOIN_MS ms to contributing)${RESTART_MS:+ and a controller SIGKILL + restart ($RESTART_MS ms to the next commit)}; all left cleanly"
 else
     echo "local cluster: $WORKERS workers joined, trained $JOB to the end, left cleanly"
 fi

@@ -46,6 +46,26 @@ start_controller() {  # [extra controller arguments…]
         exit 1
     fi
     ADDRESS="$(cat "$WORK/controller/controller.address")"
+    CONTROLLER_ARGS=("$@")
+}
+
+# SIGKILL the controller and start it again at once with the same arguments on the same address
+# (workers dial it; the dashboard keeps its address too): it continues from its journal. Sets
+# CONTROLLER; the log is appended to.
+restart_controller() {
+    local http=() code=0
+    kill -KILL "$CONTROLLER"
+    wait "$CONTROLLER" 2>/dev/null || code=$?
+    [ "$code" -eq 137 ] || { echo "error: the controller exited with status $code, not 137 (SIGKILL)" >&2; exit 1; }
+    local args=(${CONTROLLER_ARGS[@]+"${CONTROLLER_ARGS[@]}"})
+    if [ -s "$WORK/controller/http.address" ]; then
+        # The same dashboard address as before, instead of the port 0 it was started with.
+        local i
+        for i in "${!args[@]}"; do [ "${args[$i]}" = --http ] && args[$((i + 1))]="$(cat "$WORK/controller/http.address")"; done
+    fi
+    "$E" controller --listen "$ADDRESS" --data-dir "$WORK/controller" ${args[@]+"${args[@]}"} >>"$WORK/controller.out" 2>>"$WORK/controller.log" &
+    CONTROLLER=$!
+    PIDS+=("$CONTROLLER")
 }
 
 # Starts worker-1…worker-COUNT with one new token. Sets WORKER_PIDS and WORKER_NAMES (same order).

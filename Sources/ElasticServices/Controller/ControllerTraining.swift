@@ -180,11 +180,11 @@ struct ControllerTraining {
         self.job = job
         self.coordinator = TrainingCoordinator(job: job.spec, samples: job.samples)
         self.checkpoints = ControllerCheckpoints(job: job.spec)
-        let now = MonotonicClock.now()
         let newest = durable.checkpoints.last.map { (step: $0.step, path: $0.path) }
             ?? durable.job?.resumePath.map { (step: durable.job?.resumeStep ?? 0, path: $0) }
         coordinator.recover(
-            ledger: durable.ledger.map { $0.entry(committedAt: now) }, resumeStep: durable.resumeStep,
+            // Steps from before the restart have no time here (`.zero`): throughput counts new ones.
+            ledger: durable.ledger.map { $0.entry(committedAt: .zero) }, resumeStep: durable.resumeStep,
             rolledBackSteps: durable.rolledBackSteps, holders: durable.holders?.holders, checkpoint: newest)
         if let newest { checkpoints?.schedule.onCommitted(checkpoint: newest.step, path: newest.path) }
         let state = durable.jobEnded.map { " (\($0))" } ?? ""
@@ -272,9 +272,9 @@ struct ControllerTraining {
             grid: coordinator.plan.map(TrainingStatus.Grid.init), batch: UInt32(clamping: job.spec.batch))
     }
 
-    /// Throughput over the last (up to) 20 committed steps.
+    /// Throughput over the last (up to) 20 committed steps this controller saw commit.
     func samplesPerSecond() -> Double {
-        let window = coordinator.ledger.suffix(21)
+        let window = coordinator.ledger.suffix(21).filter { $0.committedAt > .zero }
         guard let first = window.first, let last = window.last, window.count >= 2 else { return 0 }
         let seconds = Double(last.committedAt.since(first.committedAt).nanosecondsClamped) / 1e9
         return seconds > 0 ? Double((window.count - 1) * job.spec.batch) / seconds : 0
