@@ -2,8 +2,8 @@ import Foundation
 import Testing
 
 /// A bounded chaos run (issue 4, test 3): cluster/chaos with a fixed seed injects at least 10
-/// faults (SIGKILL, SIGSTOP/SIGCONT, joins, graceful leaves and, as root, workers cut off in
-/// network namespaces) while W1 trains on 2×2 with checkpoints, then checks the invariants and
+/// faults (SIGKILL, SIGSTOP/SIGCONT, joins, graceful leaves, at least one SIGKILL and restart of
+/// the controller and, as root, workers cut off in network namespaces) while W1 trains on 2×2 with checkpoints, then checks the invariants and
 /// that the latest checkpoint verifies; its verdict must pass.
 @Suite(.serialized, .timeLimit(.minutes(5)))
 struct ChaosTests {
@@ -38,5 +38,7 @@ struct ChaosTests {
         #expect(text.contains("verdict: PASS"))
         let faults = text.components(separatedBy: "\n").filter { $0.hasPrefix("  - ") }.count
         #expect(faults >= 10, "only \(faults) faults were injected")
+        // Issue 7: the verdict holds across a SIGKILL of the controller and its restart.
+        #expect(text.contains("SIGKILL the controller, restarted"), "no controller restart among the faults")
     }
 }
