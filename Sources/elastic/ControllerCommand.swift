@@ -7,10 +7,10 @@ import ServiceLifecycle
 struct ControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "controller",
-        abstract: "Run the controller daemon: membership, failure detection, bootstrap tokens.",
+        abstract: "Run the controller daemon: membership, failure detection, bootstrap tokens, training.",
         discussion: """
-        SIGTERM or SIGINT shut it down cleanly.
-        Example: elastic controller --listen 0.0.0.0:7400 --data-dir ./elastic-data
+        SIGTERM or SIGINT shut it down cleanly. Everything it must not lose is in a journal in its data dir: started again after a crash (same command), it continues the run, and workers resume without restarting (docs/durability.md).
+        Example: elastic controller --listen 0.0.0.0:7400 --data-dir ./elastic-data --job jobs/w1.json
         """
     )
 
