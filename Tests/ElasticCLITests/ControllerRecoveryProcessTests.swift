@@ -103,6 +103,10 @@ struct ControllerRecoveryProcessTests {
             workers["w4"]!.signal(SIGKILL)
             _ = try await workers["w4"]!.waitForExit(deadline: .seconds(10))
             let committed = cluster.ledger().count
+            // Another job file while the journal's job is unfinished: refused, with what to do.
+            try writeJSON(w1Job(stages: 1, replicas: 2, steps: 30), to: directory.appendingPathComponent("other.json"))
+            let refused = try await CLI.run(["controller", "--listen", "127.0.0.1:0", "--data-dir", cluster.data, "--job", "other.json", "--http", "off"], in: directory)
+            #expect(refused.status != 0 && refused.stderr.contains("unfinished") && refused.stderr.contains("without --job"), "\(refused.stderr)")
             let controller = try processes.spawn(name: "controller-2", [
                 "controller", "--listen", cluster.address, "--data-dir", cluster.data, "--job", "job.json", "--recovery-grace", "3s",
             ])
