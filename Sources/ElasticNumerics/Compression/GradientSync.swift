@@ -219,7 +219,8 @@ public struct StageCompressor: Sendable, Equatable {
             }
             let (payloads, moved) = try await GradientSync.allGather(picked.encoded(), rank: rank, size: size, group: group, link: link, uncompressedElements: item.range.count)
             traffic = traffic + moved
-            let parts = try payloads.map { try SparseGradient(decoding: $0, count: item.range.count) }
+            let topK = next.layers[item.layer].tensors[item.tensor].topK!
+            let parts = try payloads.map { try SparseGradient(decoding: $0, count: item.range.count, nonzeros: topK.k, valueFormat: topK.valueFormat) }
             flat.replaceSubrange(item.range, with: SparseGradient.sum(parts, count: item.range.count))
             group += 1
         }

@@ -34,8 +34,8 @@ public struct TensorCompressor: Sendable, Equatable {
         let count = shape.reduce(1, *)
         switch exchange {
         case .ring: break
-        case .sparseAllGather(let fraction):
-            topK = TopKCompressor(count: count, fraction: fraction, momentum: momentum)
+        case .sparseAllGather(let fraction, let values):
+            topK = TopKCompressor(count: count, fraction: fraction, valueFormat: values, momentum: momentum)
         case .lowRank(let rank, let warmupSteps):
             powerSGD = PowerSGDCompressor(rows: shape[0], cols: shape[1], rank: rank, warmupSteps: warmupSteps, seed: seed)
         }
@@ -50,8 +50,8 @@ public struct TensorCompressor: Sendable, Equatable {
         case .fp16: return .ring(.fp16)
         case .bf16: return .ring(.bf16)
         case .int8(let chunk): return .ring(.int8(chunk: chunk))
-        case .topk(let fraction):
-            return count <= SparseGradient.maximumCount ? .sparseAllGather(fraction: fraction) : .ring(.float32)
+        case .topk(let fraction, let values):
+            return count <= SparseGradient.maximumCount ? .sparseAllGather(fraction: fraction, values: values) : .ring(.float32)
         case .powersgd(let rank, let warmupSteps):
             guard shape.count == 2, rank * (shape[0] + shape[1]) < count else { return .ring(.float32) }
             return .lowRank(rank: rank, warmupSteps: warmupSteps)
@@ -142,7 +142,7 @@ public struct TensorCompressor: Sendable, Equatable {
             traffic.sentBytes = sent
             traffic.receivedBytes = sent
         case .sparseAllGather:
-            let size = SparseGradient.estimatedEncodedSize(count: n, nonzeros: topK!.k)
+            let size = SparseGradient.estimatedEncodedSize(count: n, nonzeros: topK!.k, valueFormat: topK!.valueFormat)
             traffic.encodedBytes = size
             traffic.sentBytes = (replicas - 1) * size
             traffic.receivedBytes = (replicas - 1) * size

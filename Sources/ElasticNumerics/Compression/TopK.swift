@@ -1,9 +1,12 @@
 /// Top-k sparsification with error feedback for one tensor of one replica.
 ///
-/// Each step: corrected = gradient + residual; send the k = max(1, ⌈fraction·n⌉) entries of
+/// Each step: corrected = gradient + residual; select the k = max(1, ⌈fraction·n⌉) entries of
 /// largest |corrected| (ties: the lower index wins; NaN counts as larger than inf, so a
-/// diverged gradient is sent, not kept); residual = corrected with those entries zeroed.
-/// So Σ sent + residual = Σ gradients (up to float32 rounding of the additions).
+/// diverged gradient is sent, not kept) and send each as `valueFormat.quantized(corrected)` (bf16:
+/// rounded to nearest even); residual = corrected with each sent entry replaced by what its
+/// rounding left out (corrected − sent, exact in float32; 0 for inf and NaN). So sent +
+/// residual = corrected exactly, and Σ sent + residual = Σ gradients up to the float32
+/// rounding of the additions: the bf16 rounding error is not lost, only sent later.
 ///
 /// With `momentum` m > 0 (SGD with momentum), momentum correction: the replica keeps its own
 /// velocity u ← m·u + gradient and accumulates u, not the gradient, into the residual, so the
@@ -23,6 +26,8 @@ public struct TopKCompressor: Sendable, Equatable {
     public let fraction: Double
     /// Entries sent per step.
     public let k: Int
+    /// How the sent values cross.
+    public let valueFormat: SparseGradient.ValueFormat
     /// What was not sent yet (n floats).
     public private(set) var residual: [Float]
     /// Momentum correction's factor (0: plain error feedback on the gradient).
@@ -30,12 +35,13 @@ public struct TopKCompressor: Sendable, Equatable {
     /// This replica's velocity (n floats; empty without momentum correction).
     public private(set) var velocity: [Float]
 
-    public init(count: Int, fraction: Double, momentum: Float = 0) {
+    public init(count: Int, fraction: Double, valueFormat: SparseGradient.ValueFormat = .bf16, momentum: Float = 0) {
         precondition(count >= 1 && count <= SparseGradient.maximumCount, "top-k needs 1 to \(SparseGradient.maximumCount) elements, got \(count)")
         precondition(fraction.isFinite && fraction > 0 && fraction <= 1, "top-k fraction \(fraction) is not in (0, 1]")
         self.count = count
         self.fraction = fraction
         self.k = Self.selectedCount(count: count, fraction: fraction)
+        self.valueFormat = valueFormat
         self.residual = [Float](repeating: 0, count: count)
         self.momentum = momentum
         self.velocity = momentum > 0 ? [Float](repeating: 0, count: count) : []
@@ -53,7 +59,7 @@ public struct TopKCompressor: Sendable, Equatable {
 
     /// Bitwise equality of the residuals (NaN payloads and signed zeros count).
     public static func == (lhs: TopKCompressor, rhs: TopKCompressor) -> Bool {
-        lhs.count == rhs.count && lhs.fraction == rhs.fraction && lhs.momentum == rhs.momentum
+        lhs.count == rhs.count && lhs.fraction == rhs.fraction && lhs.valueFormat == rhs.valueFormat && lhs.momentum == rhs.momentum
             && bitwiseEqual(lhs.residual, rhs.residual) && bitwiseEqual(lhs.velocity, rhs.velocity)
     }
 
@@ -86,6 +92,7 @@ public struct TopKCompressor: Sendable, Equatable {
         var indices = [UInt32]()
         var values = [Float]()
         let m = momentum
+        let format = valueFormat
         var u = velocity
         defer { velocity = u }
         residual.withUnsafeMutableBufferPointer { residual in
@@ -114,9 +121,10 @@ public struct TopKCompressor: Sendable, Equatable {
                             guard equalLeft > 0 else { continue }
                             equalLeft -= 1
                         }
+                        let sent = format.quantized(corrected[i])
                         outIndices[at] = UInt32(i)
-                        outValues[at] = corrected[i]
-                        corrected[i] = 0
+                        outValues[at] = sent
+                        corrected[i] = corrected[i].isFinite ? corrected[i] - sent : 0
                         at += 1
                     }
                     precondition(at == k, "top-k selected \(at) of \(k)")
@@ -126,7 +134,7 @@ public struct TopKCompressor: Sendable, Equatable {
             }
           }
         }
-        return SparseGradient(unchecked: n, indices: indices, values: values)
+        return SparseGradient(unchecked: n, indices: indices, values: values, valueFormat: format)
     }
 
     /// `compress` over an array.
