@@ -136,19 +136,24 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var values: String?
         /// powersgd only, required: the rank r, 1 to 1024.
         public var rank: Int?
-        /// powersgd only: steps at the start of the job that cross uncompressed (default 0).
+        /// powersgd and topk: steps at the start of the job that cross uncompressed (default 0);
+        /// for topk with `warmupFraction`, the steps over which the fraction falls to `fraction`.
         public var warmupSteps: Int?
+        /// topk only: the fraction of the first step, falling exponentially to `fraction` over
+        /// `warmupSteps` (DGC's warm-up), in [fraction, 1]. Without it warm-up is uncompressed.
+        public var warmupFraction: Double?
         /// Tensors with fewer elements cross uncompressed (default 4096; 0 compresses all).
         public var minimumElements: Int?
 
         public init(codec: String, chunk: Int? = nil, fraction: Double? = nil, values: String? = nil, rank: Int? = nil,
-                    warmupSteps: Int? = nil, minimumElements: Int? = nil) {
+                    warmupSteps: Int? = nil, warmupFraction: Double? = nil, minimumElements: Int? = nil) {
             self.codec = codec
             self.chunk = chunk
             self.fraction = fraction
             self.values = values
             self.rank = rank
             self.warmupSteps = warmupSteps
+            self.warmupFraction = warmupFraction
             self.minimumElements = minimumElements
         }
 
@@ -160,10 +165,13 @@ public struct JobSpec: Codable, Sendable, Equatable {
             // A field another codec takes is a mistake worth naming, not something to ignore.
             let owners: [(field: String, present: Bool, codec: String)] = [
                 ("chunk", chunk != nil, "int8"), ("fraction", fraction != nil, "topk"), ("values", values != nil, "topk"),
-                ("rank", rank != nil, "powersgd"), ("warmupSteps", warmupSteps != nil, "powersgd"),
+                ("rank", rank != nil, "powersgd"), ("warmupFraction", warmupFraction != nil, "topk"),
             ]
             for owner in owners where owner.present && owner.codec != codec {
                 return "compression.\(owner.field): only the \(owner.codec) codec takes it (codec is \(codec))"
+            }
+            if warmupSteps != nil, codec != "powersgd", codec != "topk" {
+                return "compression.warmupSteps: only the powersgd and topk codecs take it (codec is \(codec))"
             }
             if let chunk, !(1...(1 << 24)).contains(chunk) {
                 return "compression.chunk: must be between 1 and \(1 << 24) elements per scale (got \(chunk))"
@@ -175,6 +183,14 @@ public struct JobSpec: Codable, Sendable, Equatable {
                 }
                 if let values, !["bf16", "float32"].contains(values) {
                     return "compression.values: must be bf16 or float32 (got '\(values)')"
+                }
+                if let warmupFraction {
+                    guard warmupFraction.isFinite, warmupFraction >= fraction, warmupFraction <= 1 else {
+                        return "compression.warmupFraction: must be in [fraction, 1] (got \(warmupFraction))"
+                    }
+                    guard (warmupSteps ?? 0) > 0 else {
+                        return "compression.warmupFraction: needs warmupSteps, the steps over which the fraction falls to \(fraction)"
+                    }
                 }
             }
             if codec == "powersgd" {

@@ -19,13 +19,16 @@ struct CompressionConfigTests {
         #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01}"#).codec == .topk(fraction: 0.01, values: .bf16))
         #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01, "values": "float32"}"#).codec == .topk(fraction: 0.01, values: .float32))
         #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01, "values": "bf16"}"#).codec == .topk(fraction: 0.01))
+        #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01, "warmupSteps": 50}"#).codec == .topk(fraction: 0.01, warmupSteps: 50))
+        #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01, "warmupSteps": 256, "warmupFraction": 0.25}"#).codec
+                == .topk(fraction: 0.01, warmupSteps: 256, warmupFraction: 0.25))
         #expect(try Self.parse(#"{"codec": "powersgd", "rank": 4}"#).codec == .powersgd(rank: 4, warmupSteps: 0))
         #expect(try Self.parse(#"{"codec": "powersgd", "rank": 2, "warmupSteps": 100, "minimumElements": 10000}"#)
                 == GradientCompression(codec: .powersgd(rank: 2, warmupSteps: 100), minimumElements: 10000))
         #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01}"#).minimumElements == 4096)
         // The spec of settings gives the settings back.
         for settings in [GradientCompression.none, .init(codec: .int8(chunk: 64)), .init(codec: .topk(fraction: 0.1), minimumElements: 1),
-                         .init(codec: .topk(fraction: 0.02, values: .float32)),
+                         .init(codec: .topk(fraction: 0.02, values: .float32)), .init(codec: .topk(fraction: 0.01, warmupSteps: 9, warmupFraction: 0.3)),
                          .init(codec: .powersgd(rank: 8, warmupSteps: 3))] {
             #expect(try GradientCompression(spec: settings.spec) == settings)
             let json = try JSONEncoder().encode(settings.spec)
@@ -48,7 +51,10 @@ struct CompressionConfigTests {
             (.init(codec: "topk", fraction: 0.01, rank: 4), "compression.rank: only the powersgd codec takes it (codec is topk)"),
             (.init(codec: "bf16", chunk: 64), "compression.chunk: only the int8 codec takes it (codec is bf16)"),
             (.init(codec: "none", fraction: 0.5), "compression.fraction: only the topk codec takes it (codec is none)"),
-            (.init(codec: "int8", warmupSteps: 3), "compression.warmupSteps: only the powersgd codec takes it (codec is int8)"),
+            (.init(codec: "int8", warmupSteps: 3), "compression.warmupSteps: only the powersgd and topk codecs take it (codec is int8)"),
+            (.init(codec: "topk", fraction: 0.01, warmupFraction: 0.25), "compression.warmupFraction: needs warmupSteps, the steps over which the fraction falls to 0.01"),
+            (.init(codec: "topk", fraction: 0.1, warmupSteps: 10, warmupFraction: 0.05), "compression.warmupFraction: must be in [fraction, 1] (got 0.05)"),
+            (.init(codec: "powersgd", rank: 4, warmupSteps: 10, warmupFraction: 0.5), "compression.warmupFraction: only the topk codec takes it (codec is powersgd)"),
             (.init(codec: "topk", fraction: 0.01, values: "fp16"), "compression.values: must be bf16 or float32 (got 'fp16')"),
             (.init(codec: "powersgd", values: "bf16", rank: 4), "compression.values: only the topk codec takes it (codec is powersgd)"),
         ]

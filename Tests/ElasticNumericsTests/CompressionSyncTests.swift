@@ -72,6 +72,8 @@ private final class MemoryRing: Sendable {
             .none, GradientCompression(codec: .fp16, minimumElements: 0), GradientCompression(codec: .bf16, minimumElements: 0),
             GradientCompression(codec: .int8(chunk: 64), minimumElements: 0), GradientCompression(codec: .topk(fraction: 0.05), minimumElements: 0),
             GradientCompression(codec: .topk(fraction: 0.05, values: .float32), minimumElements: 0),
+            GradientCompression(codec: .topk(fraction: 0.05, warmupSteps: 1), minimumElements: 0),
+            GradientCompression(codec: .topk(fraction: 0.05, warmupSteps: 3, warmupFraction: 0.5), minimumElements: 0),
             GradientCompression(codec: .powersgd(rank: 2, warmupSteps: 1), minimumElements: 0),
         ]
         for compression in codecs {

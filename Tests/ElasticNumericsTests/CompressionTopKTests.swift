@@ -124,6 +124,32 @@ struct CompressionTopKTests {
         #expect(compressor.residual[0] == .greatestFiniteMagnitude - largest && compressor.residual[2] == 0)
     }
 
+    /// Warm-up: uncompressed steps leave the residual at zero and advance only the velocity of
+    /// momentum correction; a warm-up fraction falls exponentially to the fraction.
+    @Test func warmupCrossesUncompressedOrFallsToTheFraction() {
+        var random = CompressionRandom(#function)
+        var dense = TopKCompressor(count: 500, fraction: 0.02, momentum: 0.9, warmupSteps: 3)
+        var velocity = [Float](repeating: 0, count: 500)
+        for step in 0..<3 {
+            #expect(dense.isUncompressed(step: step))
+            let g = random.gaussians(500)
+            g.withUnsafeBufferPointer { dense.skip($0) }
+            for i in 0..<500 { velocity[i] = 0.9 * velocity[i] + g[i] }
+            #expect(sameBits(dense.velocity, velocity) && dense.residual.allSatisfy { $0 == 0 })
+        }
+        #expect(!dense.isUncompressed(step: 3) && dense.selected(step: 3) == 10)
+        let g = random.gaussians(500)
+        let sparse = dense.compress(g, step: 3)
+        let corrected = (0..<500).map { 0.9 * velocity[$0] + g[$0] }
+        #expect(sparse.indices == Self.bruteForceLargest(corrected, k: 10), "the first compressed step selects from the whole velocity")
+
+        let schedule = TopKCompressor(count: 10_000, fraction: 0.01, warmupSteps: 4, warmupFraction: 0.16)
+        #expect((0..<6).map { schedule.selected(step: $0) } == [1600, 800, 400, 200, 100, 100])
+        #expect(!schedule.isUncompressed(step: 0))
+        var scheduled = schedule
+        #expect(scheduled.compress(random.gaussians(10_000), step: 1).indices.count == 800)
+    }
+
     @Test func nanIsSentNotKept() {
         var compressor = TopKCompressor(count: 10, fraction: 0.1)
         var g = [Float](repeating: 1, count: 10)

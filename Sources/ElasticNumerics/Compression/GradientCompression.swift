@@ -52,7 +52,9 @@ public struct GradientCompression: Sendable, Hashable {
         case int8(chunk: Int)
         /// The largest ⌈fraction·n⌉ corrected elements with error feedback, all-gathered, their
         /// values crossing as `values` (bf16 by default; the rounding stays in the residual).
-        case topk(fraction: Double, values: SparseGradient.ValueFormat = .bf16)
+        /// The first `warmupSteps` steps of the job cross uncompressed, or, with a
+        /// `warmupFraction`, select a fraction that falls exponentially from it to `fraction`.
+        case topk(fraction: Double, values: SparseGradient.ValueFormat = .bf16, warmupSteps: Int = 0, warmupFraction: Double? = nil)
         /// PowerSGD of rank `rank` with error feedback and warm start; the first `warmupSteps`
         /// steps of the job cross uncompressed.
         case powersgd(rank: Int, warmupSteps: Int)
@@ -98,7 +100,8 @@ public struct GradientCompression: Sendable, Hashable {
         case "fp16": .fp16
         case "bf16": .bf16
         case "int8": .int8(chunk: spec.chunk ?? Self.defaultInt8Chunk)
-        case "topk": .topk(fraction: spec.fraction!, values: spec.values == "float32" ? .float32 : .bf16)
+        case "topk": .topk(fraction: spec.fraction!, values: spec.values == "float32" ? .float32 : .bf16,
+                           warmupSteps: spec.warmupSteps ?? 0, warmupFraction: spec.warmupFraction)
         case "powersgd": .powersgd(rank: spec.rank!, warmupSteps: spec.warmupSteps ?? 0)
         default: .none
         }
@@ -112,9 +115,11 @@ public struct GradientCompression: Sendable, Hashable {
         switch codec {
         case .none, .fp16, .bf16: break
         case .int8(let chunk): spec.chunk = chunk
-        case .topk(let fraction, let values):
+        case .topk(let fraction, let values, let warmupSteps, let warmupFraction):
             spec.fraction = fraction
             spec.values = values.name
+            spec.warmupSteps = warmupSteps
+            spec.warmupFraction = warmupFraction
         case .powersgd(let rank, let warmupSteps):
             spec.rank = rank
             spec.warmupSteps = warmupSteps
