@@ -11,18 +11,22 @@
 #
 #   bench/compression.sh [quick] [--steps N] [--link-steps N] [--samples N] [--rate 100mbit]
 #                        [--codecs none,fp16,bf16,int8,topk,powersgd] [--topk-fraction 0.01]
-#                        [--powersgd-rank 4] [--powersgd-warmup N] [--no-link] [--keep-work]
+#                        [--topk-values bf16|float32] [--topk-warmup N] [--topk-warmup-fraction F]
+#                        [--powersgd-rank 4] [--powersgd-warmup N] [--minimum-elements N]
+#                        [--replicas 4] [--no-link] [--keep-work]
 #   ELASTIC_BIN=path/to/elastic bench/compression.sh …     # skip the release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source cluster/lib/common.sh
 MEASURE="$PWD/bench/compression/measure.py"
-USAGE="usage: bench/compression.sh [quick] [--steps N] [--link-steps N] [--samples N] [--rate R] [--codecs LIST] [--topk-fraction F] [--powersgd-rank R] [--powersgd-warmup N] [--no-link] [--keep-work]"
+USAGE="usage: bench/compression.sh [quick] [--steps N] [--link-steps N] [--samples N] [--rate R] [--codecs LIST] [--topk-fraction F] [--topk-values bf16|float32] [--topk-warmup N] [--topk-warmup-fraction F] [--powersgd-rank R] [--powersgd-warmup N] [--minimum-elements N] [--replicas N] [--no-link] [--keep-work]"
 
 MODE=full
 STEPS=""; LINK_STEPS=""; SAMPLES=65536; RATE=100mbit
 CODECS=none,fp16,bf16,int8,topk,powersgd
 FRACTION=0.01; RANK=4; WARMUP=0
+# Settings only passed on when given (measure.py's defaults otherwise).
+EXTRA=()
 LINK=1; KEEP_WORK=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -35,6 +39,7 @@ while [ $# -gt 0 ]; do
         --topk-fraction) FRACTION="$2"; shift 2 ;;
         --powersgd-rank) RANK="$2"; shift 2 ;;
         --powersgd-warmup) WARMUP="$2"; shift 2 ;;
+        --topk-values|--topk-warmup|--topk-warmup-fraction|--minimum-elements|--replicas) EXTRA+=("$1" "$2"); shift 2 ;;
         --no-link) LINK=0; shift ;;
         --keep-work) KEEP_WORK=1; shift ;;
         -h|--help) echo "$USAGE"; exit 0 ;;
@@ -105,11 +110,11 @@ echo "== W1 data: $SAMPLES samples" >&2
 "$E" data generate w1 --out "$WORK/data" --shards 4 --samples "$SAMPLES" >/dev/null 2>&1
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 helper run --label loopback --elastic "$E" --data "$WORK/data" --work "$WORK/runs" --steps "$STEPS" \
-    --codecs "$CODECS" --topk-fraction "$FRACTION" --powersgd-rank "$RANK" --powersgd-warmup "$WARMUP" --out "$WORK/loopback.json"
+    --codecs "$CODECS" --topk-fraction "$FRACTION" --powersgd-rank "$RANK" --powersgd-warmup "$WARMUP" ${EXTRA[@]+"${EXTRA[@]}"} --out "$WORK/loopback.json"
 RESULTS=("$WORK/loopback.json")
 if [ "$LINK" = 1 ]; then
     helper run --label link --elastic "$E" --data "$WORK/data" --work "$WORK/runs" --steps "$LINK_STEPS" \
-        --codecs "$CODECS" --topk-fraction "$FRACTION" --powersgd-rank "$RANK" --powersgd-warmup "$WARMUP" --rate "$RATE" --out "$WORK/link.json"
+        --codecs "$CODECS" --topk-fraction "$FRACTION" --powersgd-rank "$RANK" --powersgd-warmup "$WARMUP" ${EXTRA[@]+"${EXTRA[@]}"} --rate "$RATE" --out "$WORK/link.json"
     RESULTS+=("$WORK/link.json")
 fi
 

@@ -119,7 +119,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
     }
 
     /// How gradients cross the data-parallel group (docs/compression.md): a codec name and the
-    /// fields it takes. `{"codec": "topk", "fraction": 0.01}`, `{"codec": "powersgd", "rank": 4,
+    /// fields it takes. `{"codec": "topk", "fraction": 0.01}` (values cross as bf16;
+    /// `"values": "float32"` for full precision), `{"codec": "powersgd", "rank": 4,
     /// "warmupSteps": 10}`, `{"codec": "int8", "chunk": 512}`, `{"codec": "bf16"}`.
     public struct Compression: Codable, Sendable, Equatable {
         public static let codecNames = ["none", "fp16", "bf16", "int8", "topk", "powersgd"]
@@ -130,20 +131,29 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var chunk: Int?
         /// topk only, required: the fraction of elements sent, in (0, 1].
         public var fraction: Double?
+        /// topk only: how the sent values cross, `bf16` (the default; the rounding error stays
+        /// in the residual and is sent later) or `float32`.
+        public var values: String?
         /// powersgd only, required: the rank r, 1 to 1024.
         public var rank: Int?
-        /// powersgd only: steps at the start of the job that cross uncompressed (default 0).
+        /// powersgd and topk: steps at the start of the job that cross uncompressed (default 0);
+        /// for topk with `warmupFraction`, the steps over which the fraction falls to `fraction`.
         public var warmupSteps: Int?
+        /// topk only: the fraction of the first step, falling exponentially to `fraction` over
+        /// `warmupSteps` (DGC's warm-up), in [fraction, 1]. Without it warm-up is uncompressed.
+        public var warmupFraction: Double?
         /// Tensors with fewer elements cross uncompressed (default 4096; 0 compresses all).
         public var minimumElements: Int?
 
-        public init(codec: String, chunk: Int? = nil, fraction: Double? = nil, rank: Int? = nil,
-                    warmupSteps: Int? = nil, minimumElements: Int? = nil) {
+        public init(codec: String, chunk: Int? = nil, fraction: Double? = nil, values: String? = nil, rank: Int? = nil,
+                    warmupSteps: Int? = nil, warmupFraction: Double? = nil, minimumElements: Int? = nil) {
             self.codec = codec
             self.chunk = chunk
             self.fraction = fraction
+            self.values = values
             self.rank = rank
             self.warmupSteps = warmupSteps
+            self.warmupFraction = warmupFraction
             self.minimumElements = minimumElements
         }
 
@@ -154,11 +164,14 @@ public struct JobSpec: Codable, Sendable, Equatable {
             }
             // A field another codec takes is a mistake worth naming, not something to ignore.
             let owners: [(field: String, present: Bool, codec: String)] = [
-                ("chunk", chunk != nil, "int8"), ("fraction", fraction != nil, "topk"),
-                ("rank", rank != nil, "powersgd"), ("warmupSteps", warmupSteps != nil, "powersgd"),
+                ("chunk", chunk != nil, "int8"), ("fraction", fraction != nil, "topk"), ("values", values != nil, "topk"),
+                ("rank", rank != nil, "powersgd"), ("warmupFraction", warmupFraction != nil, "topk"),
             ]
             for owner in owners where owner.present && owner.codec != codec {
                 return "compression.\(owner.field): only the \(owner.codec) codec takes it (codec is \(codec))"
+            }
+            if warmupSteps != nil, codec != "powersgd", codec != "topk" {
+                return "compression.warmupSteps: only the powersgd and topk codecs take it (codec is \(codec))"
             }
             if let chunk, !(1...(1 << 24)).contains(chunk) {
                 return "compression.chunk: must be between 1 and \(1 << 24) elements per scale (got \(chunk))"
@@ -167,6 +180,17 @@ public struct JobSpec: Codable, Sendable, Equatable {
                 guard let fraction else { return "compression.fraction: topk needs the fraction of elements to send, e.g. 0.01" }
                 guard fraction.isFinite, fraction > 0, fraction <= 1 else {
                     return "compression.fraction: must be in (0, 1] (got \(fraction))"
+                }
+                if let values, !["bf16", "float32"].contains(values) {
+                    return "compression.values: must be bf16 or float32 (got '\(values)')"
+                }
+                if let warmupFraction {
+                    guard warmupFraction.isFinite, warmupFraction >= fraction, warmupFraction <= 1 else {
+                        return "compression.warmupFraction: must be in [fraction, 1] (got \(warmupFraction))"
+                    }
+                    guard (warmupSteps ?? 0) > 0 else {
+                        return "compression.warmupFraction: needs warmupSteps, the steps over which the fraction falls to \(fraction)"
+                    }
                 }
             }
             if codec == "powersgd" {

@@ -38,12 +38,14 @@ struct CompressionProcessTests {
             // (codec, relative bound on the final loss, least compression ratio in status). The
             // bounds are what was measured (docs/compression.md), with a margin: the casts and
             // int8 land within 0.1 % of none; PowerSGD rank 4 about 5 % above it after 300 steps
-            // (rank 8: 1.4 %), top-k 1 % about 27 % above it (with momentum correction).
+            // (rank 8: 1.4 %), top-k 1 % about 27 % above it (with momentum correction; bf16 or
+            // float32 values alike). Ratios: top-k 1 % with bf16 values and Rice-coded indices
+            // sends 102× fewer bytes on 2 replicas, PowerSGD rank 4 47×.
             let cases: [(String, [String: Any], Double, Double)] = [
                 ("fp16", ["codec": "fp16"], 0.01, 1.9),
                 ("bf16", ["codec": "bf16"], 0.01, 1.9),
                 ("int8", ["codec": "int8"], 0.01, 3.5),
-                ("topk", ["codec": "topk", "fraction": 0.01], 0.35, 50),
+                ("topk", ["codec": "topk", "fraction": 0.01], 0.35, 90),
                 ("powersgd", ["codec": "powersgd", "rank": 4], 0.08, 30),
             ]
             for (label, compression, bound, ratio) in cases {

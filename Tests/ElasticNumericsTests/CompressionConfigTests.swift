@@ -16,13 +16,19 @@ struct CompressionConfigTests {
         #expect(try Self.parse(#"{"codec": "bf16", "minimumElements": 0}"#) == GradientCompression(codec: .bf16, minimumElements: 0))
         #expect(try Self.parse(#"{"codec": "int8"}"#).codec == .int8(chunk: GradientCompression.defaultInt8Chunk))
         #expect(try Self.parse(#"{"codec": "int8", "chunk": 128}"#).codec == .int8(chunk: 128))
-        #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01}"#).codec == .topk(fraction: 0.01))
+        #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01}"#).codec == .topk(fraction: 0.01, values: .bf16))
+        #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01, "values": "float32"}"#).codec == .topk(fraction: 0.01, values: .float32))
+        #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01, "values": "bf16"}"#).codec == .topk(fraction: 0.01))
+        #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01, "warmupSteps": 50}"#).codec == .topk(fraction: 0.01, warmupSteps: 50))
+        #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01, "warmupSteps": 256, "warmupFraction": 0.25}"#).codec
+                == .topk(fraction: 0.01, warmupSteps: 256, warmupFraction: 0.25))
         #expect(try Self.parse(#"{"codec": "powersgd", "rank": 4}"#).codec == .powersgd(rank: 4, warmupSteps: 0))
         #expect(try Self.parse(#"{"codec": "powersgd", "rank": 2, "warmupSteps": 100, "minimumElements": 10000}"#)
                 == GradientCompression(codec: .powersgd(rank: 2, warmupSteps: 100), minimumElements: 10000))
         #expect(try Self.parse(#"{"codec": "topk", "fraction": 0.01}"#).minimumElements == 4096)
         // The spec of settings gives the settings back.
         for settings in [GradientCompression.none, .init(codec: .int8(chunk: 64)), .init(codec: .topk(fraction: 0.1), minimumElements: 1),
+                         .init(codec: .topk(fraction: 0.02, values: .float32)), .init(codec: .topk(fraction: 0.01, warmupSteps: 9, warmupFraction: 0.3)),
                          .init(codec: .powersgd(rank: 8, warmupSteps: 3))] {
             #expect(try GradientCompression(spec: settings.spec) == settings)
             let json = try JSONEncoder().encode(settings.spec)
@@ -45,7 +51,12 @@ struct CompressionConfigTests {
             (.init(codec: "topk", fraction: 0.01, rank: 4), "compression.rank: only the powersgd codec takes it (codec is topk)"),
             (.init(codec: "bf16", chunk: 64), "compression.chunk: only the int8 codec takes it (codec is bf16)"),
             (.init(codec: "none", fraction: 0.5), "compression.fraction: only the topk codec takes it (codec is none)"),
-            (.init(codec: "int8", warmupSteps: 3), "compression.warmupSteps: only the powersgd codec takes it (codec is int8)"),
+            (.init(codec: "int8", warmupSteps: 3), "compression.warmupSteps: only the powersgd and topk codecs take it (codec is int8)"),
+            (.init(codec: "topk", fraction: 0.01, warmupFraction: 0.25), "compression.warmupFraction: needs warmupSteps, the steps over which the fraction falls to 0.01"),
+            (.init(codec: "topk", fraction: 0.1, warmupSteps: 10, warmupFraction: 0.05), "compression.warmupFraction: must be in [fraction, 1] (got 0.05)"),
+            (.init(codec: "powersgd", rank: 4, warmupSteps: 10, warmupFraction: 0.5), "compression.warmupFraction: only the topk codec takes it (codec is powersgd)"),
+            (.init(codec: "topk", fraction: 0.01, values: "fp16"), "compression.values: must be bf16 or float32 (got 'fp16')"),
+            (.init(codec: "powersgd", values: "bf16", rank: 4), "compression.values: only the topk codec takes it (codec is powersgd)"),
         ]
         for (spec, message) in cases {
             #expect(spec.problem() == message)
@@ -68,7 +79,7 @@ struct CompressionConfigTests {
         #expect(TensorCompressor.exchange(shape: [4096], compression: int8) == .ring(.int8(chunk: 256)))
         #expect(TensorCompressor.exchange(shape: [64, 64], compression: .init(codec: .fp16)) == .ring(.fp16))
         #expect(TensorCompressor.exchange(shape: [64, 64], compression: .init(codec: .bf16)) == .ring(.bf16))
-        #expect(TensorCompressor.exchange(shape: [64, 64], compression: .init(codec: .topk(fraction: 0.01))) == .sparseAllGather(fraction: 0.01))
+        #expect(TensorCompressor.exchange(shape: [64, 64], compression: .init(codec: .topk(fraction: 0.01))) == .sparseAllGather(fraction: 0.01, values: .bf16))
         #expect(TensorCompressor.exchange(shape: [64, 64], compression: .none) == .ring(.float32))
         #expect(TensorCompressor.exchange(shape: [0, 64], compression: allPower) == .ring(.float32))
     }
@@ -165,7 +176,15 @@ struct CompressionConfigTests {
         var random = CompressionRandom(#function)
         var compressor = TopKCompressor(count: 512 * 512, fraction: 0.01)
         let sparse = compressor.compress(random.gaussians(512 * 512))
-        let estimate = SparseGradient.estimatedEncodedSize(count: 512 * 512, nonzeros: compressor.k)
+        let estimate = SparseGradient.estimatedEncodedSize(count: 512 * 512, nonzeros: compressor.k, valueFormat: .bf16)
         #expect(abs(Double(sparse.encodedSize - estimate)) <= 0.01 * Double(estimate), "estimate \(estimate), actual \(sparse.encodedSize)")
+        // Rice codes at 1 %: about 8.6 bits per index, so about 3.1 bytes per entry with bf16 values.
+        #expect(sparse.encoded()[0] == 0x13 && Double(sparse.encodedSize) <= 3.15 * Double(compressor.k), "\(sparse.encodedSize) bytes for \(compressor.k) entries")
+        for density in [0.001, 0.05, 0.2, 0.5] {
+            var other = TopKCompressor(count: 100_000, fraction: density, valueFormat: .float32)
+            let picked = other.compress(random.gaussians(100_000))
+            let guess = SparseGradient.estimatedEncodedSize(count: 100_000, nonzeros: other.k, valueFormat: .float32)
+            #expect(abs(Double(picked.encodedSize - guess)) <= 0.02 * Double(guess), "density \(density): estimate \(guess), actual \(picked.encodedSize)")
+        }
     }
 }

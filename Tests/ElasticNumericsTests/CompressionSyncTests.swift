@@ -32,7 +32,7 @@ private final class MemoryRing: Sendable {
         return (0..<replicas).map { _ in (0..<count).map { _ in Float(Double(rng.next() % 20_001) / 10_000 - 1) * 0.01 } }
     }
 
-    func run(_ compression: GradientCompression, replicas: Int, steps: Int, seed: UInt64) async throws -> (results: [[[Float]]], traffic: ExchangeTraffic, exact: [[Float]]) {
+    func run(_ compression: GradientCompression, replicas: Int, steps: Int, seed: UInt64) async throws -> (results: [[[Float]]], traffic: ExchangeTraffic, exact: [[Float]], compressors: [StageCompressor]) {
         var compressors = (0..<replicas).map { _ in StageCompressor(specs: Self.specs, firstLayer: 0, compression: compression, jobSeed: 42) }
         var results: [[[Float]]] = []
         var exact: [[Float]] = []
@@ -62,7 +62,7 @@ private final class MemoryRing: Sendable {
             }
             results.append(outputs)
         }
-        return (results, traffic, exact)
+        return (results, traffic, exact, compressors)
     }
 
     @Test(arguments: [2, 3, 4])
@@ -71,10 +71,13 @@ private final class MemoryRing: Sendable {
         let codecs: [GradientCompression] = [
             .none, GradientCompression(codec: .fp16, minimumElements: 0), GradientCompression(codec: .bf16, minimumElements: 0),
             GradientCompression(codec: .int8(chunk: 64), minimumElements: 0), GradientCompression(codec: .topk(fraction: 0.05), minimumElements: 0),
+            GradientCompression(codec: .topk(fraction: 0.05, values: .float32), minimumElements: 0),
+            GradientCompression(codec: .topk(fraction: 0.05, warmupSteps: 1), minimumElements: 0),
+            GradientCompression(codec: .topk(fraction: 0.05, warmupSteps: 3, warmupFraction: 0.5), minimumElements: 0),
             GradientCompression(codec: .powersgd(rank: 2, warmupSteps: 1), minimumElements: 0),
         ]
         for compression in codecs {
-            let (results, traffic, exact) = try await run(compression, replicas: replicas, steps: 4, seed: seed)
+            let (results, traffic, exact, _) = try await run(compression, replicas: replicas, steps: 4, seed: seed)
             for (step, outputs) in results.enumerated() {
                 for rank in 1..<replicas {
                     #expect(outputs[rank].map(\.bitPattern) == outputs[0].map(\.bitPattern), "seed \(seed): \(compression.codec.name), step \(step), replica \(rank) differs from replica 0")
@@ -95,5 +98,47 @@ private final class MemoryRing: Sendable {
                 #expect(traffic.ratio > 2, "\(compression.codec.name) ratio \(traffic.ratio)")
             }
         }
+    }
+
+    /// Top-k's error feedback across the exchange, with bf16 and float32 values: what the
+    /// replicas applied over the steps plus what they still owe (their residuals) is the sum of
+    /// every gradient, up to float32 rounding (the bf16 rounding is owed, not lost), and every
+    /// replica applied the same bits.
+    @Test(arguments: SparseGradient.ValueFormat.allCases)
+    func topKSumsPlusResidualsAreTheGradientSums(values: SparseGradient.ValueFormat) async throws {
+        let seed = TestSeed.make("top-k error feedback over the ring \(values.name)")
+        let replicas = 3
+        let steps = 30
+        let (results, traffic, exact, compressors) = try await run(GradientCompression(codec: .topk(fraction: 0.02, values: values), minimumElements: 0), replicas: replicas, steps: steps, seed: seed)
+        for (step, outputs) in results.enumerated() {
+            for rank in 1..<replicas { #expect(sameBits(outputs[rank], outputs[0]), "seed \(seed): step \(step), replica \(rank) differs") }
+        }
+        let count = exact[0].count
+        var applied = [Double](repeating: 0, count: count)
+        var truth = [Double](repeating: 0, count: count)
+        var scale = [Double](repeating: 0, count: count)
+        for step in 0..<steps {
+            let inputs = gradients(replicas: replicas, seed: seed &+ UInt64(step))
+            for i in 0..<count {
+                applied[i] += Double(results[step][0][i])
+                truth[i] += Double(exact[step][i])
+                for input in inputs { scale[i] += abs(Double(input[i])) }
+            }
+        }
+        for compressor in compressors {
+            let owed = compressor.layers.flatMap { $0.tensors.flatMap { $0.topK!.residual } }
+            #expect(owed.count == count)
+            for i in 0..<count { applied[i] += Double(owed[i]) }
+        }
+        var worst = 0.0
+        for i in 0..<count {
+            let error = abs(applied[i] - truth[i])
+            worst = max(worst, error / max(scale[i], 1e-30))
+            // Each step rounds corrected = g + residual once (|residual| ≤ the gradients it
+            // holds) and adds the replicas' values in float32: ≤ (D + 2)·2⁻²⁴·Σ|g| a step. A lost
+            // bf16 rounding error would be ~2⁻⁹ of the values sent, far above this.
+            #expect(error <= Double(steps * (replicas + 2)) * 0x1p-24 * scale[i] + 1e-12, "seed \(seed): element \(i): \(applied[i]) vs \(truth[i])")
+        }
+        print("top-k (\(values.name)) over \(replicas) replicas, \(steps) steps: worst |applied + owed − Σg| / scale = \(worst), \(String(format: "%.1f", traffic.ratio))x fewer bytes")
     }
 }

@@ -54,7 +54,7 @@ struct CompressionTopKTests {
 
     @Test func compressSendsCorrectedEntriesAndKeepsTheRest() {
         var random = CompressionRandom(#function)
-        var compressor = TopKCompressor(count: 1000, fraction: 0.05)
+        var compressor = TopKCompressor(count: 1000, fraction: 0.05, valueFormat: .float32)
         #expect(compressor.k == 50)
         for _ in 0..<5 {
             let g = random.gaussians(1000)
@@ -70,6 +70,86 @@ struct CompressionTopKTests {
         }
     }
 
+    /// bf16 values: the same selection (from the float32 corrected values), each sent value
+    /// corrected rounded to nearest even (within 2⁻⁸ relative), and the residual keeps exactly
+    /// what the rounding left out, so sent + residual = corrected bit for bit.
+    @Test func bf16ValuesKeepTheirRoundingInTheResidual() throws {
+        var random = CompressionRandom(#function)
+        var compressor = TopKCompressor(count: 3000, fraction: 0.02, valueFormat: .bf16)
+        #expect(compressor.k == 60)
+        for step in 0..<20 {
+            let g = random.spread(3000, top: 1, decades: 6)
+            let before = compressor.residual
+            let corrected = zip(g, before).map { $0 + $1 }
+            let sparse = compressor.compress(g)
+            #expect(sparse.valueFormat == .bf16)
+            #expect(sparse.indices == Self.bruteForceLargest(corrected, k: 60), "step \(step): exact k, from the float32 values")
+            for (index, sent) in zip(sparse.indices, sparse.values) {
+                let c = corrected[Int(index)]
+                let r = compressor.residual[Int(index)]
+                #expect(sent.bitPattern & 0xFFFF == 0, "a bf16 value")
+                #expect(abs(sent - c) <= 0x1p-8 * abs(c), "step \(step): \(c) sent as \(sent)")
+                #expect(sent + r == c && c - sent == r, "step \(step): sent \(sent) + residual \(r) is corrected \(c) exactly")
+                #expect(abs(r) <= 0x1p-8 * abs(c))
+            }
+            var unsent = corrected
+            for index in sparse.indices { unsent[Int(index)] = compressor.residual[Int(index)] }
+            #expect(sameBits(compressor.residual, unsent), "the unselected entries stay as they were")
+            let bytes = sparse.encoded()
+            #expect(try SparseGradient(decoding: bytes, count: 3000, nonzeros: 60, valueFormat: .bf16) == sparse)
+            #expect(bytes.count == sparse.encodedSize && bytes.count < 1 + 2 + 1 + 60 * (2 + 2) + 1, "\(bytes.count) bytes")
+        }
+    }
+
+    /// Rounding to bf16 never turns a finite value infinite (the residual would be infinite):
+    /// values above bf16's largest round down to it; inf, NaN and zeros cross as they are.
+    @Test func bf16QuantizationOfSpecialValues() {
+        let format = SparseGradient.ValueFormat.bf16
+        let largest = Float(bitPattern: 0x7F7F_0000)
+        #expect(format.quantized(.greatestFiniteMagnitude) == largest)
+        #expect(format.quantized(-.greatestFiniteMagnitude) == -largest)
+        #expect(format.quantized(.infinity) == .infinity && format.quantized(-.infinity) == -.infinity)
+        #expect(format.quantized(.nan).isNaN)
+        #expect(format.quantized(-0.0).bitPattern == (-0.0 as Float).bitPattern)
+        #expect(format.quantized(1 + 0x1p-8) == 1, "a tie rounds to even")
+        #expect(format.quantized(1 + 0x1p-8 + 0x1p-20) == 1 + 0x1p-7)
+        #expect(format.quantized(.leastNonzeroMagnitude) == 0, "below bf16's subnormals: 0, kept in the residual")
+        for x: Float in [.greatestFiniteMagnitude, 3.3e38, 1.17e-38, 1e-40, 0.1, -7.77] {
+            let q = format.quantized(x)
+            #expect((x - q).isFinite && q + (x - q) == x, "\(x)")
+        }
+        var compressor = TopKCompressor(count: 4, fraction: 0.5, valueFormat: .bf16)
+        let sparse = compressor.compress([.greatestFiniteMagnitude, 1, -.infinity, 2])
+        #expect(sparse.indices == [0, 2] && sparse.values == [largest, -.infinity])
+        #expect(compressor.residual[0] == .greatestFiniteMagnitude - largest && compressor.residual[2] == 0)
+    }
+
+    /// Warm-up: uncompressed steps leave the residual at zero and advance only the velocity of
+    /// momentum correction; a warm-up fraction falls exponentially to the fraction.
+    @Test func warmupCrossesUncompressedOrFallsToTheFraction() {
+        var random = CompressionRandom(#function)
+        var dense = TopKCompressor(count: 500, fraction: 0.02, momentum: 0.9, warmupSteps: 3)
+        var velocity = [Float](repeating: 0, count: 500)
+        for step in 0..<3 {
+            #expect(dense.isUncompressed(step: step))
+            let g = random.gaussians(500)
+            g.withUnsafeBufferPointer { dense.skip($0) }
+            for i in 0..<500 { velocity[i] = 0.9 * velocity[i] + g[i] }
+            #expect(sameBits(dense.velocity, velocity) && dense.residual.allSatisfy { $0 == 0 })
+        }
+        #expect(!dense.isUncompressed(step: 3) && dense.selected(step: 3) == 10)
+        let g = random.gaussians(500)
+        let sparse = dense.compress(g, step: 3)
+        let corrected = (0..<500).map { 0.9 * velocity[$0] + g[$0] }
+        #expect(sparse.indices == Self.bruteForceLargest(corrected, k: 10), "the first compressed step selects from the whole velocity")
+
+        let schedule = TopKCompressor(count: 10_000, fraction: 0.01, warmupSteps: 4, warmupFraction: 0.16)
+        #expect((0..<6).map { schedule.selected(step: $0) } == [1600, 800, 400, 200, 100, 100])
+        #expect(!schedule.isUncompressed(step: 0))
+        var scheduled = schedule
+        #expect(scheduled.compress(random.gaussians(10_000), step: 1).indices.count == 800)
+    }
+
     @Test func nanIsSentNotKept() {
         var compressor = TopKCompressor(count: 10, fraction: 0.1)
         var g = [Float](repeating: 1, count: 10)
@@ -80,10 +160,11 @@ struct CompressionTopKTests {
         #expect(compressor.residual.allSatisfy { !$0.isNaN })
     }
 
-    @Test func errorFeedbackConservesTheGradientSumOver200Steps() {
+    @Test(arguments: SparseGradient.ValueFormat.allCases)
+    func errorFeedbackConservesTheGradientSumOver200Steps(values: SparseGradient.ValueFormat) {
         var random = CompressionRandom(#function)
         let n = 4000
-        var compressor = TopKCompressor(count: n, fraction: 0.01)
+        var compressor = TopKCompressor(count: n, fraction: 0.01, valueFormat: values)
         var trueSum = [Double](repeating: 0, count: n)
         var sentSum = [Double](repeating: 0, count: n)
         var roundingBound = [Double](repeating: 0, count: n)
@@ -95,7 +176,8 @@ struct CompressionTopKTests {
             let sent = sparse.densified()
             for i in 0..<n {
                 sentSum[i] += Double(sent[i])
-                // corrected = sent + residual exactly (disjoint supports); it was rounded once.
+                // corrected = sent + residual exactly (disjoint supports, or the bf16 rounding
+                // error in the residual, exact); corrected was rounded once.
                 roundingBound[i] += 0x1p-24 * Double(abs(sent[i]) + abs(compressor.residual[i]))
             }
         }
@@ -105,7 +187,7 @@ struct CompressionTopKTests {
             #expect(error <= roundingBound[i] * 1.01 + 1e-12, "element \(i)")
             worst = max(worst, error)
         }
-        print("top-k error feedback: worst |Σsent + residual − Σg| = \(worst)")
+        print("top-k error feedback (\(values.name) values): worst |Σsent + residual − Σg| = \(worst)")
     }
 
     // MARK: Sparse wire format
@@ -119,18 +201,29 @@ struct CompressionTopKTests {
             var chosen = Set<UInt32>()
             while chosen.count < k { chosen.insert(UInt32(random.int(0...n - 1))) }
             let indices = chosen.sorted()
-            let values = random.gaussians(k)
-            let sparse = try SparseGradient(count: n, indices: indices, values: values)
+            let format = SparseGradient.ValueFormat.allCases[trial % 2]
+            let values = random.gaussians(k).map { format.quantized($0) }
+            let sparse = try SparseGradient(count: n, indices: indices, values: values, valueFormat: format)
             let bytes = sparse.encoded()
             #expect(bytes.count == sparse.encodedSize)
-            let decoded = try SparseGradient(decoding: bytes, count: n, nonzeros: k)
+            #expect(bytes[0] >> 4 == format.rawValue)
+            let decoded = try SparseGradient(decoding: bytes, count: n, nonzeros: k, valueFormat: format)
             #expect(decoded == sparse)
             #expect(decoded.encoded() == bytes)
-            // Compact: never more than a bitmap plus the values (plus a few header bytes).
-            #expect(bytes.count <= (n + 7) / 8 + 4 * k + 11)
-            if density >= 0.3 { #expect(bytes[0] == 2, "dense selections use the bitmap") }
-            if density <= 0.01 && n >= 1000 { #expect(bytes[0] == 1, "sparse selections use gap varints") }
+            // Compact: never more than a bitmap plus the values (plus a few header bytes), nor
+            // than the gap varints plus the values.
+            #expect(bytes.count <= (n + 7) / 8 + format.bytes * k + 11)
+            let varintBytes = indices.enumerated().reduce(0) { sum, entry in
+                let gap = Int(entry.element) - (entry.offset == 0 ? 0 : Int(indices[entry.offset - 1]) + 1)
+                return sum + max(1, (64 - UInt64(gap).leadingZeroBitCount + 6) / 7)
+            }
+            #expect(bytes.count <= varintBytes + format.bytes * k + 11)
+            if density == 1 { #expect(bytes[0] & 0x0F == 2, "dense selections use the bitmap") }
+            // At 30 % a Rice code (b = 1, ~3.2 bits per index) is smaller than the bitmap.
+            if density == 0.3 && n >= 100 { #expect(bytes[0] & 0x0F != 1, "no varints for dense selections") }
+            if density == 0.01 && n >= 2000 { #expect(bytes[0] & 0x0F == 3, "sparse selections use Rice codes") }
         }
+        #expect(throws: CompressionError.self) { try SparseGradient(count: 10, indices: [1], values: [0.1], valueFormat: .bf16) }
         let empty = try SparseGradient(count: 7, indices: [], values: [])
         #expect(try SparseGradient(decoding: empty.encoded(), count: 7) == empty)
         let last = try SparseGradient(count: 1 << 20, indices: [0, (1 << 20) - 1], values: [1, -1])
@@ -147,9 +240,11 @@ struct CompressionTopKTests {
 
     @Test func malformedSparseBytesAreRejected() throws {
         let value: [UInt8] = [0, 0, 0x80, 0x3F]  // 1.0
+        let half: [UInt8] = [0x80, 0x3F]  // 1.0 in bf16
         let cases: [(String, [UInt8], Int, Int?)] = [
             ("empty", [], 10, nil),
-            ("unknown format", [3, 10, 0], 10, nil),
+            ("unknown format", [4, 10, 0], 10, nil),
+            ("unknown value format", [0x21, 10, 1, 3] + value, 10, nil),
             ("other tensor size", [1, 11, 0], 10, nil),
             ("more entries than elements", [1, 10, 11] + Array(repeating: 0, count: 11 * 5), 10, nil),
             ("unexpected k", [1, 10, 1, 0] + value, 10, 2),
@@ -166,6 +261,17 @@ struct CompressionTopKTests {
             ("bitmap count too low", [2, 10, 2, 0b0000_0001, 0] + value + value, 10, nil),
             ("bitmap count too high", [2, 10, 1, 0b0000_0011, 0] + value, 10, nil),
             ("truncated bitmap", [2, 10, 0, 0], 10, nil),
+            ("bitmap where gaps are smaller", [2, 10, 1, 0, 0b0000_0010] + value, 10, nil),
+            ("bf16 values cut short", [0x11, 10, 1, 3, 0x80], 10, nil),
+            ("bf16 trailing byte", [0x11, 10, 1, 3] + half + [0], 10, nil),
+            // 1000 elements (varint E8 07).
+            ("Rice parameter above 31", [3, 0xE8, 0x07, 2, 32, 0, 0, 0] + value + value, 1000, nil),
+            ("Rice code cut short", [3, 0xE8, 0x07, 2, 6, 0xFF] + value + value, 1000, nil),
+            // b = 9: unary 1 (bits 1, 0), then 511 in 9 bits: index 1023.
+            ("Rice index beyond the tensor", [3, 0xE8, 0x07, 1, 9, 0xFD, 0x07] + value, 1000, nil),
+            ("Rice padding set", [3, 0xE8, 0x07, 3, 6, 0x87, 0x1C, 0x72, 0xC8] + value + value + value, 1000, nil),
+            // Gaps of 200: 2 varint bytes each, 9-bit Rice codes.
+            ("gaps where Rice is smaller", [1, 0xE8, 0x07, 3, 0xC8, 0x01, 0xC8, 0x01, 0xC8, 0x01] + value + value + value, 1000, nil),
         ]
         for (name, bytes, count, nonzeros) in cases {
             do {
@@ -177,7 +283,11 @@ struct CompressionTopKTests {
         }
         // The well-formed neighbours of those cases decode.
         #expect(try SparseGradient(decoding: [1, 10, 1, 3] + value, count: 10).indices == [3])
-        #expect(try SparseGradient(decoding: [2, 10, 1, 0, 0b0000_0010] + value, count: 10).indices == [9])
+        #expect(try SparseGradient(decoding: [0x11, 10, 1, 3] + half, count: 10).values == [1])
+        #expect(try SparseGradient(decoding: [2, 10, 3, 0b0000_0011, 0b0000_0010] + value + value + value, count: 10).indices == [0, 1, 9])
+        let rice = try SparseGradient(count: 1000, indices: [200, 401, 602], values: [1, 1, 1])
+        #expect(rice.encoded() == [3, 0xE8, 0x07, 3, 6, 0x87, 0x1C, 0x72, 0x08] + value + value + value, "Rice (b = 6) for three gaps of 200")
+        #expect(try SparseGradient(decoding: rice.encoded(), count: 1000) == rice)
     }
 
     @Test func mutatedSparseBytesNeverCrashAndDecodeCanonically() throws {
@@ -188,7 +298,8 @@ struct CompressionTopKTests {
             let k = random.int(0...min(n, trial % 2 == 0 ? 5 : n))
             var chosen = Set<UInt32>()
             while chosen.count < k { chosen.insert(UInt32(random.int(0...n - 1))) }
-            var bytes = try SparseGradient(count: n, indices: chosen.sorted(), values: random.gaussians(k)).encoded()
+            let format = SparseGradient.ValueFormat.allCases[trial % 2]
+            var bytes = try SparseGradient(count: n, indices: chosen.sorted(), values: random.gaussians(k).map { format.quantized($0) }, valueFormat: format).encoded()
             switch random.int(0...3) {
             case 0: bytes[random.int(0...bytes.count - 1)] ^= UInt8(1 << random.int(0...7))
             case 1: bytes.removeLast(random.int(1...bytes.count))

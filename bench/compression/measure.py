@@ -28,7 +28,7 @@ from datetime import datetime
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SKIP = 10          # steps left out of the step time (start-up, first exchanges)
-WORKERS = 4        # 1 stage × 4 replicas
+WORKERS = 4        # 1 stage × 4 replicas (--replicas changes it)
 MB = 1e6
 
 
@@ -50,22 +50,39 @@ def stamp(entry):
 
 def compression_of(codec, args):
     if codec == "topk":
-        return {"codec": "topk", "fraction": args.topk_fraction}
-    if codec == "powersgd":
+        spec = {"codec": "topk", "fraction": args.topk_fraction}
+        if args.topk_values:
+            spec["values"] = args.topk_values
+        if args.topk_warmup:
+            spec["warmupSteps"] = args.topk_warmup
+        if args.topk_warmup_fraction:
+            spec["warmupFraction"] = args.topk_warmup_fraction
+    elif codec == "powersgd":
         spec = {"codec": "powersgd", "rank": args.powersgd_rank}
         if args.powersgd_warmup:
             spec["warmupSteps"] = args.powersgd_warmup
-        return spec
-    return {"codec": codec}
+    else:
+        return {"codec": codec}
+    if args.minimum_elements is not None:
+        spec["minimumElements"] = args.minimum_elements
+    return spec
 
 
 def describe(codec, compression):
+    warm = compression.get("warmupSteps", 0)
     if codec == "topk":
-        return f"topk {compression['fraction'] * 100:g}%"
-    if codec == "powersgd":
-        warm = compression.get("warmupSteps", 0)
-        return f"powersgd r{compression['rank']}" + (f" w{warm}" if warm else "")
-    return codec
+        name = f"topk {compression['fraction'] * 100:g}%"
+        if compression.get("values") == "float32":
+            name += " f32"
+        if warm:
+            name += f" w{warm}" + (f"@{compression['warmupFraction'] * 100:g}%" if "warmupFraction" in compression else "")
+    elif codec == "powersgd":
+        name = f"powersgd r{compression['rank']}" + (f" w{warm}" if warm else "")
+    else:
+        return codec
+    if "minimumElements" in compression:
+        name += f" min{compression['minimumElements']}"
+    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +270,7 @@ def run(args):
     chaos = load_chaos()
     args.codecs = [c for c in args.codecs.split(",") if c]
     os.makedirs(args.work, exist_ok=True)
-    output = {"label": args.label, "steps": args.steps, "rate": args.rate if args.label == "link" else None,
+    output = {"label": args.label, "steps": args.steps, "replicas": WORKERS, "rate": args.rate if args.label == "link" else None,
               "load": open("/proc/loadavg").read().split()[:3], "runs": []}
     network = None
     # SIGTERM unwinds like an exception: the clusters are stopped and the namespaces removed.
@@ -308,7 +325,7 @@ def report(args):
     if loop and loop["runs"]:
         runs = {r["codec"]: r for r in loop["runs"]}
         base = runs.get("none")
-        print(f"W1, 1 stage x {WORKERS} replicas, {loop['steps']} steps, on loopback (load average {' '.join(loop['load'])} at the start)")
+        print(f"W1, 1 stage x {loop.get('replicas', 4)} replicas, {loop['steps']} steps, on loopback (load average {' '.join(loop['load'])} at the start)")
         rows = [["codec", "sent/step/worker", "x fewer than none", "x vs float32 (status)", "final loss", "vs none", "last-10 mean vs none", "step (ms)", "step vs none"]]
         for r in loop["runs"]:
             fewer = base["bytesSent"] / r["bytesSent"] if base and r["bytesSent"] else None
@@ -322,7 +339,10 @@ def report(args):
         print(table(rows, "<>>>>>>>>"))
         for r in loop["runs"]:
             warm = min(r.get("warmupSteps", 0), r["steps"])
-            if warm and base and r["bytesSent"]:
+            if warm and "warmupFraction" in r["compression"]:
+                print(f"{r['name']}: sent/step/worker is the steady state after its {warm} warm-up steps, whose fraction fell "
+                      f"from {r['compression']['warmupFraction'] * 100:g}% to {r['compression']['fraction'] * 100:g}%")
+            elif warm and base and r["bytesSent"]:
                 dense = r["bytesSent"] * r["reportedRatio"]
                 mean = (warm * dense + (r["steps"] - warm) * r["bytesSent"]) / r["steps"]
                 print(f"{r['name']}: sent/step/worker is the steady state after its {warm} uncompressed warm-up steps; over all "
@@ -330,7 +350,9 @@ def report(args):
         odd = [r["name"] for r in loop["runs"] if len(r["generations"]) > 1 or not r["replicasAgree"]]
         if odd:
             print(f"note: re-plans or replica disagreement in: {', '.join(odd)}")
-        if base:
+        if base and loop.get("replicas", 4) != 4:
+            print(f"(no targets: they are stated for 4 replicas, this run had {loop['replicas']})")
+        elif base:
             for codec, need in (("topk", 50), ("powersgd", 30)):
                 r = runs.get(codec)
                 if not r:
@@ -390,6 +412,11 @@ def main():
     r.add_argument("--topk-fraction", type=float, default=0.01)
     r.add_argument("--powersgd-rank", type=int, default=4)
     r.add_argument("--powersgd-warmup", type=int, default=0)
+    r.add_argument("--topk-values", choices=["bf16", "float32"], default=None)
+    r.add_argument("--topk-warmup", type=int, default=0)
+    r.add_argument("--topk-warmup-fraction", type=float, default=None)
+    r.add_argument("--minimum-elements", type=int, default=None)
+    r.add_argument("--replicas", type=int, default=4)
     r.add_argument("--rate", default="100mbit")
     r.add_argument("--probe-seconds", type=float, default=3)
     r.add_argument("--poll", type=float, default=2.0, help="seconds between status samples")
@@ -398,6 +425,8 @@ def main():
     p.add_argument("files", nargs="+")
     args = parser.parse_args()
     if args.command == "run":
+        global WORKERS
+        WORKERS = args.replicas
         args.elastic = os.path.abspath(args.elastic)
         run(args)
     else:

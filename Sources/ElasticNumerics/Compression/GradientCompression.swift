@@ -50,8 +50,11 @@ public struct GradientCompression: Sendable, Hashable {
         case bf16
         /// int8 with one float32 absmax scale per `chunk` elements (≈1 byte per element).
         case int8(chunk: Int)
-        /// The largest ⌈fraction·n⌉ corrected elements with error feedback, all-gathered.
-        case topk(fraction: Double)
+        /// The largest ⌈fraction·n⌉ corrected elements with error feedback, all-gathered, their
+        /// values crossing as `values` (bf16 by default; the rounding stays in the residual).
+        /// The first `warmupSteps` steps of the job cross uncompressed, or, with a
+        /// `warmupFraction`, select a fraction that falls exponentially from it to `fraction`.
+        case topk(fraction: Double, values: SparseGradient.ValueFormat = .bf16, warmupSteps: Int = 0, warmupFraction: Double? = nil)
         /// PowerSGD of rank `rank` with error feedback and warm start; the first `warmupSteps`
         /// steps of the job cross uncompressed.
         case powersgd(rank: Int, warmupSteps: Int)
@@ -97,7 +100,8 @@ public struct GradientCompression: Sendable, Hashable {
         case "fp16": .fp16
         case "bf16": .bf16
         case "int8": .int8(chunk: spec.chunk ?? Self.defaultInt8Chunk)
-        case "topk": .topk(fraction: spec.fraction!)
+        case "topk": .topk(fraction: spec.fraction!, values: spec.values == "float32" ? .float32 : .bf16,
+                           warmupSteps: spec.warmupSteps ?? 0, warmupFraction: spec.warmupFraction)
         case "powersgd": .powersgd(rank: spec.rank!, warmupSteps: spec.warmupSteps ?? 0)
         default: .none
         }
@@ -111,7 +115,11 @@ public struct GradientCompression: Sendable, Hashable {
         switch codec {
         case .none, .fp16, .bf16: break
         case .int8(let chunk): spec.chunk = chunk
-        case .topk(let fraction): spec.fraction = fraction
+        case .topk(let fraction, let values, let warmupSteps, let warmupFraction):
+            spec.fraction = fraction
+            spec.values = values.name
+            spec.warmupSteps = warmupSteps
+            spec.warmupFraction = warmupFraction
         case .powersgd(let rank, let warmupSteps):
             spec.rank = rank
             spec.warmupSteps = warmupSteps
@@ -132,8 +140,9 @@ public enum GradientExchange: Sendable, Hashable {
     /// decode and forward the received bytes unchanged. So every replica ends bit-identical.
     case ring(ElementCodec)
     /// Top-k with error feedback: `TopKCompressor.compress`, all-gather of the encoded
-    /// `SparseGradient`s, then `SparseGradient.sum` over them in replica order.
-    case sparseAllGather(fraction: Double)
+    /// `SparseGradient`s (values as `values`), then `SparseGradient.sum` over them in replica
+    /// order.
+    case sparseAllGather(fraction: Double, values: SparseGradient.ValueFormat)
     /// PowerSGD: `begin` → all-reduce P (float32) → `middle` → all-reduce Q (float32) →
     /// `finish(reducedQ:)`. Warm-up steps (`begin` returns `.uncompressed`) use
     /// `.ring(.float32)`.

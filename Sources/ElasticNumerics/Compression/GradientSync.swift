@@ -143,17 +143,18 @@ public struct StageCompressor: Sendable, Equatable {
         layers = specs.enumerated().map { LayerCompressor(spec: $0.element, compression: compression, jobSeed: jobSeed, layer: firstLayer + $0.offset, momentum: momentum) }
     }
 
-    /// The tensors whose summed exchange is already a velocity (top-k with momentum
-    /// correction), with their range in the flat buffer: the optimizer must apply them without
-    /// momentum. With SGD's v ← m·v + g, feeding g = sum − m·v makes v the sum.
-    public var momentumCorrected: [(layer: Int, tensor: String, range: Range<Int>, momentum: Float)] {
+    /// The tensors whose summed exchange of step `step` is already a velocity (top-k with
+    /// momentum correction, past an uncompressed warm-up), with their range in the flat buffer:
+    /// the optimizer must apply them without momentum. With SGD's v ← m·v + g, feeding
+    /// g = sum − m·v makes v the sum.
+    public func momentumCorrected(step: Int) -> [(layer: Int, tensor: String, range: Range<Int>, momentum: Float)] {
         var result: [(layer: Int, tensor: String, range: Range<Int>, momentum: Float)] = []
         var offset = 0
         for (index, layer) in layers.enumerated() {
             for tensor in layer.tensors {
                 let range = offset..<(offset + tensor.elementCount)
                 offset = range.upperBound
-                if let topK = tensor.topK, topK.momentum > 0 { result.append((index, tensor.name, range, topK.momentum)) }
+                if let topK = tensor.topK, topK.momentum > 0, !topK.isUncompressed(step: step) { result.append((index, tensor.name, range, topK.momentum)) }
             }
         }
         return result
@@ -187,7 +188,14 @@ public struct StageCompressor: Sendable, Equatable {
                 case .ring(let codec):
                     addDense(codec, range)
                 case .sparseAllGather:
-                    sparse.append((layerIndex, tensorIndex, range))
+                    if next.layers[layerIndex].tensors[tensorIndex].topK!.isUncompressed(step: step) {
+                        flat.withUnsafeBufferPointer { buffer in
+                            next.layers[layerIndex].tensors[tensorIndex].topK!.skip(UnsafeBufferPointer(rebasing: buffer[range]))
+                        }
+                        addDense(.float32, range)
+                    } else {
+                        sparse.append((layerIndex, tensorIndex, range))
+                    }
                 case .lowRank:
                     let start = try flat.withUnsafeBufferPointer { buffer in
                         try next.layers[layerIndex].tensors[tensorIndex].powerSGD!.begin(UnsafeBufferPointer(rebasing: buffer[range]), step: step)
@@ -215,11 +223,12 @@ public struct StageCompressor: Sendable, Equatable {
         }
         for item in sparse {
             let picked = flat.withUnsafeBufferPointer { buffer in
-                next.layers[item.layer].tensors[item.tensor].topK!.compress(UnsafeBufferPointer(rebasing: buffer[item.range]))
+                next.layers[item.layer].tensors[item.tensor].topK!.compress(UnsafeBufferPointer(rebasing: buffer[item.range]), step: step)
             }
             let (payloads, moved) = try await GradientSync.allGather(picked.encoded(), rank: rank, size: size, group: group, link: link, uncompressedElements: item.range.count)
             traffic = traffic + moved
-            let parts = try payloads.map { try SparseGradient(decoding: $0, count: item.range.count) }
+            let topK = next.layers[item.layer].tensors[item.tensor].topK!
+            let parts = try payloads.map { try SparseGradient(decoding: $0, count: item.range.count, nonzeros: topK.selected(step: step), valueFormat: topK.valueFormat) }
             flat.replaceSubrange(item.range, with: SparseGradient.sum(parts, count: item.range.count))
             group += 1
         }

@@ -34,8 +34,11 @@ public struct TensorCompressor: Sendable, Equatable {
         let count = shape.reduce(1, *)
         switch exchange {
         case .ring: break
-        case .sparseAllGather(let fraction):
-            topK = TopKCompressor(count: count, fraction: fraction, momentum: momentum)
+        case .sparseAllGather(let fraction, let values):
+            var warmup = (steps: 0, fraction: Double?.none)
+            if case .topk(_, _, let steps, let start) = compression.codec { warmup = (steps, start) }
+            topK = TopKCompressor(count: count, fraction: fraction, valueFormat: values, momentum: momentum,
+                                  warmupSteps: warmup.steps, warmupFraction: warmup.fraction)
         case .lowRank(let rank, let warmupSteps):
             powerSGD = PowerSGDCompressor(rows: shape[0], cols: shape[1], rank: rank, warmupSteps: warmupSteps, seed: seed)
         }
@@ -50,8 +53,8 @@ public struct TensorCompressor: Sendable, Equatable {
         case .fp16: return .ring(.fp16)
         case .bf16: return .ring(.bf16)
         case .int8(let chunk): return .ring(.int8(chunk: chunk))
-        case .topk(let fraction):
-            return count <= SparseGradient.maximumCount ? .sparseAllGather(fraction: fraction) : .ring(.float32)
+        case .topk(let fraction, let values, _, _):
+            return count <= SparseGradient.maximumCount ? .sparseAllGather(fraction: fraction, values: values) : .ring(.float32)
         case .powersgd(let rank, let warmupSteps):
             guard shape.count == 2, rank * (shape[0] + shape[1]) < count else { return .ring(.float32) }
             return .lowRank(rank: rank, warmupSteps: warmupSteps)
@@ -128,7 +131,7 @@ public struct TensorCompressor: Sendable, Equatable {
 
     /// Bytes per step of this tensor for one replica in a group of `replicas`, exchanging
     /// as `RingAllReduce` does (segments per rank, messages of at most `chunkElements`).
-    /// For PowerSGD, `step` (global, 0-based) tells warm-up apart; nil means after warm-up.
+    /// For PowerSGD and top-k, `step` (global, 0-based) tells warm-up apart; nil means after it.
     /// Top-k's size is an estimate (its index bytes depend on where the entries fall).
     public func traffic(replicas: Int, chunkElements: Int = 1 << 18, step: Int? = nil) -> GradientTraffic {
         let n = elementCount
@@ -142,7 +145,8 @@ public struct TensorCompressor: Sendable, Equatable {
             traffic.sentBytes = sent
             traffic.receivedBytes = sent
         case .sparseAllGather:
-            let size = SparseGradient.estimatedEncodedSize(count: n, nonzeros: topK!.k)
+            if let step, topK!.isUncompressed(step: step) { break }
+            let size = SparseGradient.estimatedEncodedSize(count: n, nonzeros: step.map { topK!.selected(step: $0) } ?? topK!.k, valueFormat: topK!.valueFormat)
             traffic.encodedBytes = size
             traffic.sentBytes = (replicas - 1) * size
             traffic.receivedBytes = (replicas - 1) * size

@@ -1,9 +1,20 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Top-k sparsification with error feedback for one tensor of one replica.
 ///
-/// Each step: corrected = gradient + residual; send the k = max(1, ⌈fraction·n⌉) entries of
+/// Each step: corrected = gradient + residual; select the k = max(1, ⌈fraction·n⌉) entries of
 /// largest |corrected| (ties: the lower index wins; NaN counts as larger than inf, so a
-/// diverged gradient is sent, not kept); residual = corrected with those entries zeroed.
-/// So Σ sent + residual = Σ gradients (up to float32 rounding of the additions).
+/// diverged gradient is sent, not kept) and send each as `valueFormat.quantized(corrected)` (bf16:
+/// rounded to nearest even); residual = corrected with each sent entry replaced by what its
+/// rounding left out (corrected − sent, exact in float32; 0 for inf and NaN). So sent +
+/// residual = corrected exactly, and Σ sent + residual = Σ gradients up to the float32
+/// rounding of the additions: the bf16 rounding error is not lost, only sent later.
 ///
 /// With `momentum` m > 0 (SGD with momentum), momentum correction: the replica keeps its own
 /// velocity u ← m·u + gradient and accumulates u, not the gradient, into the residual, so the
@@ -12,6 +23,11 @@
 /// (see `StageCompressor.momentumCorrected`). Unlike DGC, u is not masked where entries are
 /// sent: masking turns the dense limit into SGD without momentum, and measured worse here
 /// (W1, 300 steps: +28 % against +27 % at 1 %, +45 % against +13 % at 5 %).
+///
+/// Warm-up (`warmupSteps` W > 0, counted in the job's global steps): without `warmupFraction`,
+/// steps t < W cross uncompressed (the float32 ring) and top-k only advances the velocity;
+/// with a warm-up fraction f₀, step t < W selects the fraction f₀·(fraction/f₀)^(t/W), DGC's
+/// exponential warm-up of the sparsity (Lin et al. 2018), so the residual builds up slowly.
 ///
 /// The residual (and velocity) is this replica's own (each replica selects from its own
 /// gradient). Copy the struct before `compress` to be able to undo a step that does not commit
@@ -23,19 +39,31 @@ public struct TopKCompressor: Sendable, Equatable {
     public let fraction: Double
     /// Entries sent per step.
     public let k: Int
+    /// How the sent values cross.
+    public let valueFormat: SparseGradient.ValueFormat
     /// What was not sent yet (n floats).
     public private(set) var residual: [Float]
     /// Momentum correction's factor (0: plain error feedback on the gradient).
     public let momentum: Float
     /// This replica's velocity (n floats; empty without momentum correction).
     public private(set) var velocity: [Float]
+    /// Steps of warm-up at the start of the job (0: none).
+    public let warmupSteps: Int
+    /// The fraction of the first warm-up step (nil: warm-up steps cross uncompressed).
+    public let warmupFraction: Double?
 
-    public init(count: Int, fraction: Double, momentum: Float = 0) {
+    public init(count: Int, fraction: Double, valueFormat: SparseGradient.ValueFormat = .bf16, momentum: Float = 0,
+                warmupSteps: Int = 0, warmupFraction: Double? = nil) {
         precondition(count >= 1 && count <= SparseGradient.maximumCount, "top-k needs 1 to \(SparseGradient.maximumCount) elements, got \(count)")
         precondition(fraction.isFinite && fraction > 0 && fraction <= 1, "top-k fraction \(fraction) is not in (0, 1]")
+        precondition(warmupSteps >= 0, "negative warm-up \(warmupSteps)")
+        precondition(warmupFraction.map { $0.isFinite && $0 > 0 && $0 <= 1 } ?? true, "top-k warm-up fraction \(warmupFraction!) is not in (0, 1]")
         self.count = count
         self.fraction = fraction
+        self.warmupSteps = warmupSteps
+        self.warmupFraction = warmupFraction
         self.k = Self.selectedCount(count: count, fraction: fraction)
+        self.valueFormat = valueFormat
         self.residual = [Float](repeating: 0, count: count)
         self.momentum = momentum
         self.velocity = momentum > 0 ? [Float](repeating: 0, count: count) : []
@@ -51,9 +79,36 @@ public struct TopKCompressor: Sendable, Equatable {
         return min(count, max(1, Int(k)))
     }
 
+    /// Whether step `step` (global, 0-based) crosses uncompressed.
+    public func isUncompressed(step: Int) -> Bool { step < warmupSteps && warmupFraction == nil }
+
+    /// The fraction selected at step `step` (global, 0-based).
+    public func fraction(step: Int) -> Double {
+        guard step < warmupSteps else { return fraction }
+        guard let start = warmupFraction else { return 1 }
+        return start * pow(fraction / start, Double(step) / Double(warmupSteps))
+    }
+
+    /// The entries selected at step `step`: `k` after the warm-up.
+    public func selected(step: Int) -> Int {
+        step < warmupSteps ? Self.selectedCount(count: count, fraction: fraction(step: step)) : k
+    }
+
+    /// An uncompressed warm-up step: only the velocity of momentum correction advances (so
+    /// that the replicas' velocities sum to the optimizer's when compression starts).
+    public mutating func skip(_ gradient: UnsafeBufferPointer<Float>) {
+        precondition(gradient.count == count, "top-k of a \(count)-element tensor given \(gradient.count) gradients")
+        guard momentum > 0 else { return }
+        let m = momentum
+        velocity.withUnsafeMutableBufferPointer { u in
+            for i in 0..<count { u[i] = m * u[i] + gradient[i] }
+        }
+    }
+
     /// Bitwise equality of the residuals (NaN payloads and signed zeros count).
     public static func == (lhs: TopKCompressor, rhs: TopKCompressor) -> Bool {
-        lhs.count == rhs.count && lhs.fraction == rhs.fraction && lhs.momentum == rhs.momentum
+        lhs.count == rhs.count && lhs.fraction == rhs.fraction && lhs.valueFormat == rhs.valueFormat && lhs.momentum == rhs.momentum
+            && lhs.warmupSteps == rhs.warmupSteps && lhs.warmupFraction == rhs.warmupFraction
             && bitwiseEqual(lhs.residual, rhs.residual) && bitwiseEqual(lhs.velocity, rhs.velocity)
     }
 
@@ -79,13 +134,15 @@ public struct TopKCompressor: Sendable, Equatable {
         if momentum > 0 { velocity = [Float](repeating: 0, count: count) }
     }
 
-    /// Selects this step's entries from gradient + residual and keeps the rest as residual.
-    public mutating func compress(_ gradient: UnsafeBufferPointer<Float>) -> SparseGradient {
+    /// Selects this step's entries (`selected(step:)` of them; `k` without a step) from
+    /// gradient + residual and keeps the rest as residual.
+    public mutating func compress(_ gradient: UnsafeBufferPointer<Float>, step: Int? = nil) -> SparseGradient {
         precondition(gradient.count == count, "top-k of a \(count)-element tensor given \(gradient.count) gradients")
-        let (n, k) = (count, self.k)
+        let (n, k) = (count, step.map { selected(step: $0) } ?? self.k)
         var indices = [UInt32]()
         var values = [Float]()
         let m = momentum
+        let format = valueFormat
         var u = velocity
         defer { velocity = u }
         residual.withUnsafeMutableBufferPointer { residual in
@@ -114,9 +171,10 @@ public struct TopKCompressor: Sendable, Equatable {
                             guard equalLeft > 0 else { continue }
                             equalLeft -= 1
                         }
+                        let sent = format.quantized(corrected[i])
                         outIndices[at] = UInt32(i)
-                        outValues[at] = corrected[i]
-                        corrected[i] = 0
+                        outValues[at] = sent
+                        corrected[i] = corrected[i].isFinite ? corrected[i] - sent : 0
                         at += 1
                     }
                     precondition(at == k, "top-k selected \(at) of \(k)")
@@ -126,12 +184,12 @@ public struct TopKCompressor: Sendable, Equatable {
             }
           }
         }
-        return SparseGradient(unchecked: n, indices: indices, values: values)
+        return SparseGradient(unchecked: n, indices: indices, values: values, valueFormat: format)
     }
 
     /// `compress` over an array.
-    public mutating func compress(_ gradient: [Float]) -> SparseGradient {
-        gradient.withUnsafeBufferPointer { compress($0) }
+    public mutating func compress(_ gradient: [Float], step: Int? = nil) -> SparseGradient {
+        gradient.withUnsafeBufferPointer { compress($0, step: step) }
     }
 
     /// The indices (ascending) of the k largest |values|, lower index first among equals.

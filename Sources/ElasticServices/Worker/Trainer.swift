@@ -437,7 +437,7 @@ actor Trainer {
                 nextCompressor = codec
                 // Top-k with momentum correction sent velocities: cancel the optimizer's own
                 // momentum for those tensors (the velocity slots agree on every replica).
-                for item in codec.momentumCorrected {
+                for item in codec.momentumCorrected(step: Int(step)) {
                     guard let velocity = stage.layers[item.layer].optimizerState.slots.first(where: { $0.name == "\(item.tensor).velocity" })?.values,
                           velocity.count == item.range.count else { continue }
                     gradients.withUnsafeMutableBufferPointer { flat in
