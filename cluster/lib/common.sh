@@ -63,7 +63,8 @@ restart_controller() {
         local i
         for i in "${!args[@]}"; do [ "${args[$i]}" = --http ] && args[$((i + 1))]="$(cat "$WORK/controller/http.address")"; done
     fi
-    "$E" controller --listen "$ADDRESS" --data-dir "$WORK/controller" ${args[@]+"${args[@]}"} >>"$WORK/controller.out" 2>>"$WORK/controller.log" &
+    set -- ${args[@]+"${args[@]}"}
+    "$E" controller --listen "$ADDRESS" --data-dir "$WORK/controller" "$@" >>"$WORK/controller.out" 2>>"$WORK/controller.log" &
     CONTROLLER=$!
     PIDS+=("$CONTROLLER")
 }
