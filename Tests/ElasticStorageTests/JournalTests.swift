@@ -24,7 +24,7 @@ import Testing
         func flip(at offset: Int) {
             var bytes = [UInt8](FileManager.default.contents(atPath: log)!)
             bytes[offset] ^= 0x5A
-            FileManager.default.createFile(atPath: log, contents: Data(bytes))
+            _ = FileManager.default.createFile(atPath: log, contents: Data(bytes))
         }
     }
 
@@ -92,8 +92,7 @@ import Testing
             #expect(loaded.state == states.last!, "round \(round)")
             #expect(loaded.state == DurableState().applying(records), "round \(round)")
             // And again after a reopen that appends more.
-            let (more, moreStates) = try Self.write(scratch, count: 30, rng: &rng)
-            _ = more
+            let (_, moreStates) = try Self.write(scratch, count: 30, rng: &rng)
             #expect(try JournalStore(directory: scratch.path).load().state == moreStates.last!, "round \(round)")
         }
     }
@@ -117,7 +116,7 @@ import Testing
         let full = [UInt8](FileManager.default.contents(atPath: scratch.log)!)
         for _ in 0..<60 {
             let cut = 16 + Int(rng.next() % UInt64(full.count - 16))
-            FileManager.default.createFile(atPath: scratch.log, contents: Data(full[..<cut]))
+            _ = FileManager.default.createFile(atPath: scratch.log, contents: Data(full[..<cut]))
             // The state of the records wholly before the cut.
             let loaded = try JournalStore(directory: scratch.path).load()
             let whole = boundaries.last { $0.size <= cut }!
@@ -149,7 +148,7 @@ import Testing
             sizes.append(other.size)
         }
         for cut in 16...full.count {
-            FileManager.default.createFile(atPath: scratch.log, contents: Data(full[..<cut]))
+            _ = FileManager.default.createFile(atPath: scratch.log, contents: Data(full[..<cut]))
             let whole = sizes.lastIndex { $0 <= cut }!
             let loaded = try JournalStore(directory: scratch.path).load()
             #expect(loaded.state.ledger.count == whole, "cut \(cut)")
@@ -201,7 +200,7 @@ import Testing
         let state = DurableState().applying(records)
         try store.compact(state)
         // Put the pre-snapshot log back, as if the crash came before it was replaced.
-        FileManager.default.createFile(atPath: scratch.log, contents: oldLog)
+        _ = FileManager.default.createFile(atPath: scratch.log, contents: oldLog)
         let loaded = try JournalStore(directory: scratch.path).load()
         #expect(loaded.state == state)
         #expect(loaded.state.ledger.map(\.step) == [0, 1, 2, 3])
@@ -216,14 +215,14 @@ import Testing
         let snapshot = scratch.path + "/journal.snapshot"
         var bytes = [UInt8](FileManager.default.contents(atPath: snapshot)!)
         bytes[bytes.count - 2] ^= 1
-        FileManager.default.createFile(atPath: snapshot, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: snapshot, contents: Data(bytes))
         let error = #expect(throws: JournalError.self) { try JournalStore(directory: scratch.path) }
         #expect(error?.description.contains("checksum") == true, "\(String(describing: error))")
     }
 
     @Test func aForeignFileIsRefused() throws {
         let scratch = try Scratch()
-        FileManager.default.createFile(atPath: scratch.log, contents: Data("not a journal at all".utf8))
+        _ = FileManager.default.createFile(atPath: scratch.log, contents: Data("not a journal at all".utf8))
         let error = #expect(throws: JournalError.self) { try JournalStore(directory: scratch.path) }
         #expect(error?.description.contains("not an elastic journal") == true, "\(String(describing: error))")
     }

@@ -88,7 +88,8 @@ struct AtomicFileWriter {
 
     /// `uniqueTemporaryName` adds a random suffix to the temporary name, for files that several
     /// threads of one process may write at once (the default name is unique per process only).
-    init(path: String, uniqueTemporaryName: Bool = false) throws(DatasetError) {
+    /// `mode`: the new file's permissions (0600 for files that hold secrets or their hashes).
+    init(path: String, uniqueTemporaryName: Bool = false, mode: mode_t = 0o644) throws(DatasetError) {
         self.path = path
         let slash = path.lastIndex(of: "/")
         let directory = slash.map { String(path[...$0]) } ?? ""
@@ -96,7 +97,7 @@ struct AtomicFileWriter {
         let suffix = uniqueTemporaryName ? "-" + String(UInt64.random(in: 0...UInt64.max), radix: 16) : ""
         temporaryPath = "\(directory).\(name).tmp-\(getpid())\(suffix)"
         unlink(temporaryPath)
-        let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw DatasetError.io("create", temporaryPath, errno: errno) }
         descriptor = fd
     }

@@ -16,6 +16,15 @@ public struct JournalError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// Runs file I/O of `FileIO.swift` (which reports `DatasetError`) as journal I/O.
+private func journalIO<T>(_ body: () throws(DatasetError) -> T) throws(JournalError) -> T {
+    do {
+        return try body()
+    } catch {
+        throw JournalError(error.description)
+    }
+}
+
 /// An append-only log of byte records in one file, each framed and checksummed, made durable
 /// (fdatasync) before `append` returns, and a snapshot file beside it that compaction replaces
 /// atomically. The bytes of a record are the caller's; this type only guarantees that what it
@@ -68,7 +77,7 @@ public final class RecordLog: @unchecked Sendable {
 
     /// Opens (creating if needed) the log in `directory` and reads back what it holds.
     public static func open(directory: String) throws -> (RecordLog, Opened) {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try journalIO { () throws(DatasetError) in try makeDirectories(directory) }
         let log = RecordLog(directory: directory)
         let opened = try log.load()
         return (log, opened)
@@ -76,16 +85,16 @@ public final class RecordLog: @unchecked Sendable {
 
     private func load() throws -> Opened {
         var opened = Opened(snapshot: nil, records: [], dropped: nil)
-        if FileManager.default.fileExists(atPath: snapshotPath) {
+        if fileExists(snapshotPath) {
             opened.snapshot = try readSnapshot()
         }
         let snapshotSequence = opened.snapshot?.sequence ?? 0
-        if !FileManager.default.fileExists(atPath: logPath) {
+        if !fileExists(logPath) {
             try writeEmptyLog()
         }
+        let bytes = try readWhole(logPath)
         descriptor = Glibc.open(logPath, O_RDWR | O_CLOEXEC)
         guard descriptor >= 0 else { throw JournalError.posix("cannot open the journal", logPath) }
-        let bytes = try readAll(descriptor, path: logPath)
         guard bytes.count >= Self.headerSize, Array(bytes[0..<8]) == Self.logMagic else {
             throw JournalError("\(logPath) is not an elastic journal (bad header); move it aside to start with an empty one")
         }
@@ -192,10 +201,7 @@ public final class RecordLog: @unchecked Sendable {
     }
 
     private func readSnapshot() throws -> (UInt64, [UInt8]) {
-        let fd = Glibc.open(snapshotPath, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw JournalError.posix("cannot open", snapshotPath) }
-        defer { close(fd) }
-        let bytes = try readAll(fd, path: snapshotPath)
+        let bytes = try readWhole(snapshotPath)
         let fixed = Self.headerSize + 16
         guard bytes.count >= fixed, Array(bytes[0..<8]) == Self.snapshotMagic, readU32(bytes, 8) == Self.version else {
             throw JournalError("\(snapshotPath) is not an elastic journal snapshot of version \(Self.version)")
@@ -220,42 +226,23 @@ public final class RecordLog: @unchecked Sendable {
         try writeAtomically(header, to: logPath)
     }
 
+    /// Written under a temporary name, fsynced, renamed into place, the directory fsynced. Mode
+    /// 0600: the journal holds the tokens' secret hashes.
     private func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-        let temporary = path + ".tmp"
-        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw JournalError.posix("cannot create", temporary) }
-        do {
-            try writeFully(fd, bytes, at: 0, path: temporary)
-            guard fsync(fd) == 0 else { throw JournalError.posix("cannot sync", temporary) }
-        } catch {
-            close(fd)
-            throw error
-        }
-        close(fd)
-        guard rename(temporary, path) == 0 else { throw JournalError.posix("cannot rename into place", path) }
-        let directoryFD = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directoryFD >= 0 {
-            _ = fsync(directoryFD)
-            close(directoryFD)
+        try journalIO { () throws(DatasetError) in
+            let writer = try AtomicFileWriter(path: path, mode: 0o600)
+            try bytes.withUnsafeBytes { raw in Result { () throws(DatasetError) in try writer.write(raw) } }.get()
+            try writer.commit()
+            try syncDirectory(directory)
         }
     }
 }
 
-private func readAll(_ fd: Int32, path: String) throws -> [UInt8] {
-    var info = stat()
-    guard fstat(fd, &info) == 0 else { throw JournalError.posix("cannot stat", path) }
-    var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-    var done = 0
-    while done < bytes.count {
-        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
-        if count < 0, errno == EINTR { continue }
-        guard count > 0 else {
-            if count == 0 { break }
-            throw JournalError.posix("cannot read", path)
-        }
-        done += count
+private func readWhole(_ path: String) throws -> [UInt8] {
+    try journalIO { () throws(DatasetError) in
+        let file = try ReadableFile(path: path) { DatasetError.io("open", $0, errno: ENOENT) }
+        return try file.readBytes(count: file.length, at: 0)
     }
-    return Array(bytes[0..<done])
 }
 
 private func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: Int, path: String) throws {
