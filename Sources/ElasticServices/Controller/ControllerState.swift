@@ -405,11 +405,14 @@ actor ControllerState {
     private func trainingDirectives(_ input: (inout TrainingCoordinator) -> [TrainingCoordinator.Directive]) {
         guard var current = training else { return }
         let before = current.coordinator.phase
+        let holdersBefore = current.coordinator.holders
         let directives = input(&current.coordinator)
         training = current
-        // Who holds what is durable before anything that depends on it is sent.
-        let holders = current.coordinator.holders.map(DurableState.HolderSet.init)
-        if holders != journal.state.holders { journal.record(.holders(holders)) }
+        // Who holds what is durable before anything that depends on it is sent. (Compared with
+        // the value before this input: most inputs, a step report, leave it as it was.)
+        if current.coordinator.holders != holdersBefore {
+            journal.record(.holders(current.coordinator.holders.map(DurableState.HolderSet.init)))
+        }
         training?.noteTransition(from: before, reason: events.latest ?? "the members changed", now: MonotonicClock.now())
         if current.coordinator.phase != before, case .waiting(let why) = current.coordinator.phase {
             logger.warning("training waits: \(why)")

@@ -27,9 +27,11 @@ public struct DurableStateLoad: Sendable {
 
 /// The journal backend: `RecordLog` in a directory, each record one JSON document, compacted
 /// by a snapshot once the log has grown past `compactAfterBytes`.
-public final class JournalStore: DurableStateStore {
+public final class JournalStore: DurableStateStore, @unchecked Sendable {
     private let log: RecordLog
-    private let opened: RecordLog.Opened
+    /// What the log held when opened; dropped once `load` has decoded it (under `lock`).
+    private var opened: RecordLog.Opened?
+    private let lock = NSLock()
     public let compactAfterBytes: Int
     public var directory: String { log.directory }
 
@@ -38,7 +40,13 @@ public final class JournalStore: DurableStateStore {
         self.compactAfterBytes = compactAfterBytes
     }
 
+    /// Decodes what the log held when it was opened; once per store (the bytes are released).
     public func load() throws -> DurableStateLoad {
+        let taken = lock.withLock { () -> RecordLog.Opened? in
+            defer { opened = nil }
+            return opened
+        }
+        guard let opened = taken else { throw JournalError("the journal in \(log.directory) was already loaded; open a new JournalStore to read it again") }
         let decoder = Self.decoder()
         var state = DurableState()
         if let snapshot = opened.snapshot {
