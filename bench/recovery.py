@@ -34,6 +34,18 @@ def stamp(entry):
     return datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
 
 
+def first_entries(cluster, keep, limit=None):
+    """Polls the ledger every 20 ms until some entries pass `keep`; returns them (oldest first),
+    or [] after `limit` seconds."""
+    deadline = time.time() + limit if limit else None
+    while deadline is None or time.time() < deadline:
+        found = [e for e in cluster.ledger() if keep(e)]
+        if found:
+            return found
+        time.sleep(0.02)
+    return []
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -66,11 +78,7 @@ def main():
             before = cluster.ledger()
             killed = time.time()
             cluster.processes[victim].send_signal(signal.SIGKILL)
-            while True:
-                after = [e for e in cluster.ledger() if stamp(e) > killed]
-                if after:
-                    break
-                time.sleep(0.02)
+            after = first_entries(cluster, lambda e: stamp(e) > killed)
             recovery = stamp(after[0]) - killed
             lost = before[-1]["step"] + 1 - after[0]["step"] if after[0]["step"] <= before[-1]["step"] else 0
             redone = sum(open(os.path.join(work, f"{name}.log")).read().count("abandoned") for name in cluster.workers())
@@ -85,11 +93,7 @@ def main():
                     if event["event"] == "joined" and event["node"] == newcomer:
                         generation = event["generation"]
                 time.sleep(0.02)
-            while True:
-                contributed = [e for e in cluster.ledger() if e["generation"] >= generation]
-                if contributed:
-                    break
-                time.sleep(0.02)
+            contributed = first_entries(cluster, lambda e: e["generation"] >= generation)
             join_time = stamp(contributed[0]) - joined_at
             rows.append((round_index + 1, victim, recovery, lost, newcomer, join_time))
             print(f"round {round_index + 1}: SIGKILL {victim} -> next committed step after {recovery * 1000:.0f} ms, "
@@ -104,11 +108,7 @@ def main():
             before = len(cluster.ledger())
             left_at = time.time()
             cluster.processes[leaver].send_signal(signal.SIGTERM)
-            while True:
-                after = [e for e in cluster.ledger() if stamp(e) > left_at]
-                if after:
-                    break
-                time.sleep(0.02)
+            after = first_entries(cluster, lambda e: stamp(e) > left_at)
             next_commit = stamp(after[0]) - left_at
             cluster.processes[leaver].wait(timeout=60)
             exited = time.time() - left_at
@@ -119,16 +119,8 @@ def main():
         before = cluster.ledger()
         workers_before = {name: cluster.processes[name].pid for name in cluster.workers()}
         killed = time.time()
-        cluster.processes["controller"].send_signal(signal.SIGKILL)
-        cluster.processes["controller"].wait()
-        restarted = time.time()
-        cluster.spawn("controller", ["controller", "--listen", cluster.address, "--data-dir", cluster.data, "--job", "job.json"], append=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            after = [e for e in cluster.ledger() if e["generation"] > before[-1]["generation"]]
-            if after:
-                break
-            time.sleep(0.02)
+        restarted = cluster.restart_controller()
+        after = first_entries(cluster, lambda e: e["generation"] > before[-1]["generation"], limit=60)
         controller_row = None
         if after:
             kept = all(cluster.processes[name].poll() is None and cluster.processes[name].pid == pid for name, pid in workers_before.items())
