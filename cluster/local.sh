@@ -41,6 +41,7 @@ if [ "$FAULTS" = 1 ] && [ "$WORKERS" -lt 2 ]; then
 fi
 
 ensure_system_packages
+ensure_numpy
 echo "== building elastic" >&2
 build_elastic
 E="$ELASTIC_BIN"
@@ -200,10 +201,9 @@ VERBOSE=1 wait_for_job 1800 || true
 
 echo "== loss (this run's curve; the numpy reference on the full W1 in the last column)" >&2
 grep -o 'loss curve .*' "$WORK/controller.log" | sed 's/^loss curve /  /' >&2 || true
-REFERENCE="$(dirname "$PWD")/shared/workloads/w1_reference.py"
 REFERENCE_LOSS=""
-if [ "$NAME" = w1 ] && [ -f "$REFERENCE" ] && python3 -c 'import numpy' 2>/dev/null; then
-    REFERENCE_LOSS="$(python3 "$REFERENCE" --steps "$STEPS" 2>/dev/null | tail -1 | awk '{print $4}')" || true
+if [ "$NAME" = w1 ]; then
+    REFERENCE_LOSS="$(python3 reference/w1.py --steps "$STEPS" | tail -1 | awk '{print $4}')"
 fi
 python3 - "$LEDGER" "$STEPS" "${REFERENCE_LOSS:-}" <<'PY' >&2
 import json, sys
@@ -212,9 +212,7 @@ final = [json.loads(l) for l in open(ledger) if '"step":' in l][-1]
 line = f"  final loss (step {final['step']}): {final['loss']:.6f}"
 if reference:
     ref = float(reference)
-    line += f"; numpy reference (step {steps - 1}): {ref:.6f} ({(final['loss'] - ref) / ref * 100:+.2f} %)"
-else:
-    line += "; numpy reference (step 299, from W1.md): 1.136 (python3 with numpy not found to run it)"
+    line += f"; numpy reference (reference/w1.py, step {steps - 1}): {ref:.6f} ({(final['loss'] - ref) / ref * 100:+.2f} %)"
 print(line)
 PY
 

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source cluster/lib/common.sh
 ensure_system_packages chromium
+ensure_numpy
 start=$(date +%s)
 build_elastic --build-tests
 echo "build: $(( $(date +%s) - start ))s" >&2

@@ -6,7 +6,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
         public var inputs: Int
         /// Placement layers, in order: Linear(previous width → outputs) then the activation.
         public var layers: [Layer]
-        /// `w1` (W1.md's rule: stream seed+2, uniform (2u−1)/√fanIn).
+        /// `w1` (docs/w1.md's rule: stream seed+2, uniform (2u−1)/√fanIn).
         public var initialization: String?
 
         public init(inputs: Int, layers: [Layer], initialization: String? = nil) {

@@ -7,7 +7,7 @@ import Darwin
 #endif
 
 /// SplitMix64 exactly as workload W1 defines it: draw i (i = 1, 2, …) of the stream seeded with
-/// s is `mix(s + i·0x9E3779B97F4A7C15 mod 2^64)`. Uniforms and normals follow W1.md too, so
+/// s is `mix(s + i·0x9E3779B97F4A7C15 mod 2^64)`. Uniforms and normals follow docs/w1.md too, so
 /// every implementation draws the same numbers.
 public struct SplitMix64: Sendable, RandomNumberGenerator {
     public let seed: UInt64

@@ -48,7 +48,7 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     }
 }
 
-/// Workload W1 (workloads/W1.md): the yardstick model, data and training settings.
+/// Workload W1 (docs/w1.md): the yardstick model, data and training settings.
 public enum W1 {
     /// The seed of data, weights (seed+2) and sample order (seed+1000+epoch).
     public static let seed: UInt64 = 42

@@ -12,7 +12,7 @@ struct DataCommand: AsyncParsableCommand {
 
     struct Generate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Generate a built-in data set (w1: ../shared/workloads/W1.md).",
+            abstract: "Generate a built-in data set (w1: docs/w1.md).",
             discussion: "Example: elastic data generate w1 --out ./data/w1 --shards 4"
         )
 

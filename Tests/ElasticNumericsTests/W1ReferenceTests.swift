@@ -10,7 +10,7 @@ import ElasticTestSupport
 import Testing
 import ElasticNumerics
 
-/// One run of the numpy reference (workloads/w1_reference.py), shared by the tests below:
+/// One run of the numpy reference (reference/w1.py), shared by the tests below:
 /// `--samples 4096 --steps 20 --dump-dir DIR` writes x.f32, y.i32 and init.f32 and prints
 /// `step t loss x` per step.
 struct ReferenceRun: Sendable {
@@ -22,9 +22,9 @@ struct ReferenceRun: Sendable {
     var initBytes: [UInt8]
     var losses: [Double]
 
-    /// The script: $ELASTIC_W1_REFERENCE, or the shared workloads folder.
+    /// The script: $ELASTIC_W1_REFERENCE, or the package's reference/w1.py.
     static var script: String {
-        (try? W1Reference.scriptPath()) ?? "shared/workloads/w1_reference.py"
+        (try? W1Reference.scriptPath()) ?? "reference/w1.py"
     }
 
     static let shared: Result<ReferenceRun, TestFailure> = {
@@ -35,7 +35,7 @@ struct ReferenceRun: Sendable {
 
     static func run() throws -> ReferenceRun {
         guard access(script, R_OK) == 0 else {
-            throw TestFailure("the W1 reference \(script) is missing; set ELASTIC_W1_REFERENCE to w1_reference.py")
+            throw TestFailure("the W1 reference \(script) is missing; set ELASTIC_W1_REFERENCE to reference/w1.py")
         }
         let directory = try makeTemporaryDirectory()
         defer { removeDirectory(directory) }

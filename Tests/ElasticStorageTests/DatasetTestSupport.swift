@@ -51,7 +51,7 @@ func runPython(_ arguments: [String], sourceLocation: SourceLocation = #_sourceL
     return (true, String(decoding: output, as: UTF8.self))
 }
 
-let w1ReferenceScript = (try? W1Reference.scriptPath()) ?? "shared/workloads/w1_reference.py"
+let w1ReferenceScript = (try? W1Reference.scriptPath()) ?? "reference/w1.py"
 
 func readBytes(_ path: String) -> [UInt8] {
     (try? Array(Data(contentsOf: URL(fileURLWithPath: path)))) ?? []

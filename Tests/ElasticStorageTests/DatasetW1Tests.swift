@@ -3,7 +3,7 @@ import ElasticStorage
 import Foundation
 import Testing
 
-/// W1 against the numpy reference (/work/shared/workloads/w1_reference.py), byte for byte.
+/// W1 against the numpy reference (reference/w1.py), byte for byte.
 @Suite struct DatasetW1Tests {
     @Test func matchesTheNumpyReferenceByteForByte() throws {
         let samples = 2048
@@ -47,20 +47,13 @@ import Testing
     /// just that range must give what the reference's stream gives there.
     @Test func aRangeDeepInTheStreamMatchesTheReference() throws {
         let range = 65_530..<65_536
+        let module = URL(fileURLWithPath: w1ReferenceScript)
         let script = """
         import sys
-        sys.path.insert(0, '/work/shared/workloads')
-        import numpy as np
-        import w1_reference as r
-        seed, first, count, d_in = 42, \(range.lowerBound), \(range.count), 256
-        teacher = r.SplitMix64(seed)
-        t1 = r.normals(teacher, d_in * 64).reshape(d_in, 64) * np.float32(1.0 / np.sqrt(d_in))
-        t2 = r.normals(teacher, 64 * 10).reshape(64, 10) * np.float32(1.0 / np.sqrt(64))
-        inputs = r.SplitMix64(seed + 1)
-        inputs.drawn = 2 * first * d_in
-        x = r.normals(inputs, count * d_in).reshape(count, d_in)
-        y = np.argmax(np.maximum(x @ t1, 0) @ t2, axis=1).astype(np.int32)
-        sys.stdout.write(x.tobytes().hex() + "\\n" + y.tobytes().hex() + "\\n")
+        sys.path.insert(0, \(pythonString(module.deletingLastPathComponent().path)))
+        import \(module.deletingPathExtension().lastPathComponent) as reference
+        x, y = reference.samples(42, \(range.lowerBound), \(range.count))
+        sys.stdout.write(x.astype('<f4').tobytes().hex() + "\\n" + y.astype('<i4').tobytes().hex() + "\\n")
         """
         let run = runPython(["-c", script])
         try #require(run.ok)
@@ -94,6 +87,11 @@ import Testing
         #expect(phases.first == .generating && phases.last == .writing)
         let dataset = try Dataset.open(directory.path)
         #expect(try dataset.allSamples() == W1Dataset.generate(seed: 42, samples: 1000))
+    }
+
+    /// A Python string literal of `text` (a path).
+    private func pythonString(_ text: String) -> String {
+        "'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
     }
 
     private func hex(_ bytes: [UInt8]) -> String {

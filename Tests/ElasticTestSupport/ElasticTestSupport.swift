@@ -19,8 +19,8 @@ public enum TestSeed {
     }
 }
 
-/// The numpy reference of workload W1 (shared/workloads/w1_reference.py, beside the repository:
-/// found by walking up from this file), or `ELASTIC_W1_REFERENCE`.
+/// The project's numpy reference of workload W1 (`reference/w1.py` in the package that holds
+/// this file), or `ELASTIC_W1_REFERENCE`.
 public enum W1Reference {
     public struct Missing: Error, CustomStringConvertible {
         public let description: String
@@ -30,12 +30,16 @@ public enum W1Reference {
         if let path = ProcessInfo.processInfo.environment["ELASTIC_W1_REFERENCE"], !path.isEmpty {
             return path
         }
+        // Up from this file to the package root (the directory with Package.swift).
         var directory = URL(fileURLWithPath: file).deletingLastPathComponent()
-        for _ in 0..<8 {
-            let candidate = directory.appendingPathComponent("shared/workloads/w1_reference.py")
-            if FileManager.default.fileExists(atPath: candidate.path) { return candidate.path }
+        while directory.path != "/" {
+            if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
+                let script = directory.appendingPathComponent("reference/w1.py")
+                guard FileManager.default.fileExists(atPath: script.path) else { break }
+                return script.path
+            }
             directory = directory.deletingLastPathComponent()
         }
-        throw Missing(description: "cannot find shared/workloads/w1_reference.py above \(file); set ELASTIC_W1_REFERENCE to its path")
+        throw Missing(description: "cannot find reference/w1.py in the package that holds \(file); set ELASTIC_W1_REFERENCE to its path")
     }
 }

@@ -23,6 +23,34 @@ ensure_system_packages() {
     fi
 }
 
+# python3 with numpy, which runs the project's W1 reference (reference/w1.py). As root it installs
+# what is missing: Debian's python3-numpy for the system python3 (or python3 itself), pip's numpy
+# for another python3 on PATH (pyenv, a venv); otherwise it says exactly what to run.
+ensure_numpy() {
+    local python
+    python="$(command -v python3 || true)"
+    if [ -n "$python" ] && "$python" -c 'import numpy' 2>/dev/null; then return 0; fi
+    local install
+    if [ -z "$python" ] || [ "$python" = /usr/bin/python3 ]; then
+        install="apt-get install -y python3 python3-numpy"
+    else
+        install="$python -m pip install numpy"
+    fi
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "installing numpy for the W1 reference ($install)" >&2
+        if [ -z "$python" ] || [ "$python" = /usr/bin/python3 ]; then
+            apt-get update -qq >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-numpy >/dev/null
+        else
+            "$python" -m pip install -q numpy >&2
+        fi
+        python="$(command -v python3 || true)"
+        if [ -n "$python" ] && "$python" -c 'import numpy' 2>/dev/null; then return 0; fi
+    fi
+    echo "error: ${python:-python3} cannot import numpy, which the W1 reference (reference/w1.py) needs; install it with: ${install}" >&2
+    exit 1
+}
+
 # Builds the package (debug: one build serves the tests and the local cluster).
 build_elastic() {
     command -v swift >/dev/null 2>&1 || { echo "error: swift is not on PATH; install Swift 6.1 or later" >&2; exit 1; }

@@ -2,7 +2,7 @@ import Dispatch
 import ElasticCore
 import Foundation
 
-/// The W1 data set exactly as /work/shared/workloads/W1.md defines it (and w1_reference.py
+/// The W1 data set exactly as docs/w1.md defines it (and reference/w1.py
 /// computes it): features are standard normals from the stream `seed + 1`, labels come from a
 /// fixed random teacher network drawn from the stream `seed`.
 ///
