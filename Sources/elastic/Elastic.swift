@@ -20,6 +20,10 @@ struct Elastic: AsyncParsableCommand {
             if code == .success || error is CleanExit {
                 exit(withError: error)
             }
+            // A command that already printed what went wrong (a verify report) only sets the status.
+            if let exit = error as? ExitCode {
+                Foundation.exit(exit.rawValue)
+            }
             let message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
             FileHandle.standardError.write(Data("error: \(message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message)\n".utf8))
             Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
