@@ -17,7 +17,7 @@ struct ChaosTests {
         process.arguments = ["python3", script, "--seed", "7", "--faults", "12", "--steps", "800", "--time-limit", "170",
                              "--keep", directory.appendingPathComponent("run").path, "--elastic", CLI.binary.path]
         let output = directory.appendingPathComponent("chaos.out")
-        FileManager.default.createFile(atPath: output.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: output)
         process.standardError = process.standardOutput
         try process.run()

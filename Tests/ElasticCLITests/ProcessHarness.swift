@@ -89,8 +89,8 @@ final class ProcessGroup: @unchecked Sendable {
         process.currentDirectoryURL = directory
         let stdoutFile = directory.appendingPathComponent("\(name).out")
         let stderrFile = directory.appendingPathComponent("\(name).err")
-        FileManager.default.createFile(atPath: stdoutFile.path, contents: nil)
-        FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: stdoutFile)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         process.standardInput = FileHandle.nullDevice

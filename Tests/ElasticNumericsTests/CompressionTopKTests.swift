@@ -114,7 +114,7 @@ struct CompressionTopKTests {
         #expect(format.quantized(1 + 0x1p-8) == 1, "a tie rounds to even")
         #expect(format.quantized(1 + 0x1p-8 + 0x1p-20) == 1 + 0x1p-7)
         #expect(format.quantized(.leastNonzeroMagnitude) == 0, "below bf16's subnormals: 0, kept in the residual")
-        for x: Float in [.greatestFiniteMagnitude, 3.3e38, 1.17e-38, 1e-40, 0.1, -7.77] {
+        for x: Float in [.greatestFiniteMagnitude, 3.3e38, Float.leastNormalMagnitude.nextDown, 0x1p-133, 0.1, -7.77] {
             let q = format.quantized(x)
             #expect((x - q).isFinite && q + (x - q) == x, "\(x)")
         }

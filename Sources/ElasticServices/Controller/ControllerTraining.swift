@@ -85,7 +85,7 @@ final class LedgerFile: @unchecked Sendable {
     init(file: URL) {
         self.file = file
         if !FileManager.default.fileExists(atPath: file.path) {
-            FileManager.default.createFile(atPath: file.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: file.path, contents: nil)
         }
         handle = try? FileHandle(forWritingTo: file)
         _ = try? handle?.seekToEnd()
