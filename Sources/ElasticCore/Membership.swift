@@ -40,6 +40,17 @@ public struct Membership: Sendable {
         public var maxTickInterval: Duration = .milliseconds(100) {
             willSet { precondition(newValue > .zero, "maxTickInterval must be positive") }
         }
+        /// A gap between two ticks longer than this is the controller's own pause (SIGSTOP, a
+        /// VM stall, a debugger), not its members' silence: the time past `maxTickInterval` is
+        /// not charged to them. nil: `max(3 × maxTickInterval, min(1s, deadTimeout / 2))`.
+        public var pauseThreshold: Duration? = nil {
+            willSet { precondition(newValue.map { $0 > .zero } ?? true, "pauseThreshold must be positive") }
+        }
+
+        /// The pause threshold in force.
+        public var effectivePauseThreshold: Duration {
+            pauseThreshold ?? max(maxTickInterval * 3, min(.seconds(1), deadTimeout / 2))
+        }
 
         public init() {}
 
@@ -53,6 +64,9 @@ public struct Membership: Sendable {
             }
             if suspectAfter > deadTimeout {
                 return "suspect-after (\(suspectAfter.shortDescription)) must not exceed the dead timeout (\(deadTimeout.shortDescription))"
+            }
+            if let pauseThreshold, pauseThreshold <= maxTickInterval {
+                return "the pause threshold (\(pauseThreshold.shortDescription)) must be longer than the longest wait between ticks (\(maxTickInterval.shortDescription))"
             }
             return nil
         }
@@ -162,6 +176,9 @@ public struct Membership: Sendable {
         case refused(node: NodeID, Refusal, generation: Generation)
         /// A new generation with the same members: a new job, or a plan that must be rebuilt.
         case opened(reason: String, generation: Generation)
+        /// The controller itself did not run for `duration` (the gap between two ticks); every
+        /// member's deadline moved on by `forgiven`, so nobody was charged for that silence.
+        case paused(duration: Duration, forgiven: Duration, generation: Generation)
     }
 
     public let settings: Settings
@@ -170,6 +187,10 @@ public struct Membership: Sendable {
     public private(set) var members: [NodeID: Member] = [:]
     /// The last departed incarnation of each node (a node may be live again with a newer one).
     public private(set) var departures: [NodeID: Departure] = [:]
+    /// The previous tick, to tell the controller's own pauses from its members' silence.
+    public private(set) var lastTick: Timestamp?
+    /// Pauses of the controller found so far, and their total length.
+    public private(set) var pauses: (count: Int, total: Duration) = (0, .zero)
 
     public init(settings: Settings = Settings(), generation: Generation = .zero) {
         self.settings = settings
@@ -320,8 +341,23 @@ public struct Membership: Sendable {
     }
 
     /// Advances the failure detector to `now`. All deaths found in one tick make one generation.
+    ///
+    /// A gap since the previous tick longer than the pause threshold means that the controller
+    /// did not run (its members' heartbeats waited in its sockets): before any deadline is
+    /// checked, every member's clock moves on by the part of the gap past `maxTickInterval`, so
+    /// that a member is charged only for silence while the controller was running. A member
+    /// that really died in the pause is still found: its connection drop or its silence from
+    /// now on runs out the usual timeouts.
     public mutating func onTick(now: Timestamp) -> [Directive] {
         var directives: [Directive] = []
+        if let lastTick, now.since(lastTick) > settings.effectivePauseThreshold {
+            let gap = now.since(lastTick)
+            let forgiven = gap - settings.maxTickInterval
+            forgive(forgiven, now: now)
+            pauses = (pauses.count + 1, pauses.total + gap)
+            directives.append(.record(.paused(duration: gap, forgiven: forgiven, generation: generation)))
+        }
+        lastTick = now
         var dying: [(Member, DeathReason)] = []
         var nextDeadline = now + settings.maxTickInterval
         for node in members.keys.sorted() {
@@ -367,6 +403,18 @@ public struct Membership: Sendable {
         let wait = nextDeadline.since(now)
         directives.append(.scheduleTick(after: max(wait, min(.milliseconds(1), settings.maxTickInterval))))
         return directives
+    }
+
+    /// Moves every member's deadlines on by `duration` (never past `now`).
+    private mutating func forgive(_ duration: Duration, now: Timestamp) {
+        for node in members.keys {
+            var member = members[node]!
+            member.lastHeard = min(now, member.lastHeard + duration)
+            if let suspicion = member.suspicion {
+                member.suspicion = (suspicion.reason, min(now, suspicion.since + duration))
+            }
+            members[node] = member
+        }
     }
 
     /// Opens a new generation without a membership change, so that a new plan (a new job, a

@@ -51,6 +51,12 @@ extension Duration {
         return nil
     }
 
+    /// Seconds with one decimal, rounded: `6.0 s`, `0.4 s`.
+    public var secondsDescription: String {
+        let tenths = (milliseconds + 50) / 100
+        return "\(tenths / 10).\(tenths % 10) s"
+    }
+
     /// A short human form: `500ms`, `2s`, `1m30s`.
     public var shortDescription: String {
         let ms = milliseconds

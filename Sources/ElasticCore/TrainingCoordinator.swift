@@ -312,6 +312,11 @@ public struct TrainingCoordinator: Sendable {
         return [.openGeneration(reason: "no progress on \(what) for \(stallTimeout.shortDescription)")]
     }
 
+    /// The controller did not run for `forgiven` (a pause): the stall timer does not count it.
+    public mutating func onPause(forgiven: Duration) {
+        progressAt = progressAt.map { $0 + forgiven }
+    }
+
     /// Starts this job on the next generation (it was submitted while the members stand still).
     public mutating func start() -> [Directive] {
         rebuild = true

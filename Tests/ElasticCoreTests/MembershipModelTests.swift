@@ -18,6 +18,9 @@ import Testing
 /// - a tick kills every member silent for more than the dead timeout, or disconnected for more
 ///   than the reconnect grace, and makes every alive member silent for more than suspectAfter
 ///   suspect;
+/// - a tick that comes more than the pause threshold after the previous tick first moves every
+///   member's last-heard time and suspicion start on by the gap less the longest tick
+///   interval, never past now (the controller's own pause is not charged to its members);
 /// - the generation moves by one for each event that changes the member set.
 struct MembershipModel {
     enum Suspicion: Equatable {
@@ -35,13 +38,18 @@ struct MembershipModel {
     let suspectAfter: UInt64
     let deadTimeout: UInt64
     let reconnectGrace: UInt64
+    let maxTick: UInt64
+    let pauseThreshold: UInt64
     var generation: UInt64 = 0
     var members: [String: Member] = [:]
+    var lastTick: UInt64?
 
-    init(suspectAfter: UInt64, deadTimeout: UInt64, reconnectGrace: UInt64) {
+    init(suspectAfter: UInt64, deadTimeout: UInt64, reconnectGrace: UInt64, maxTick: UInt64, pauseThreshold: UInt64) {
         self.suspectAfter = suspectAfter
         self.deadTimeout = deadTimeout
         self.reconnectGrace = reconnectGrace
+        self.maxTick = maxTick
+        self.pauseThreshold = pauseThreshold
     }
 
     var liveSet: Set<Pair> { Set(members.map { Pair(node: $0.key, incarnation: $0.value.incarnation) }) }
@@ -85,8 +93,22 @@ struct MembershipModel {
         return true
     }
 
-    /// Returns the members that died.
-    mutating func tick(now: UInt64) -> Set<Pair> {
+    /// Returns the members that died, and whether the tick found a pause.
+    mutating func tick(now: UInt64) -> (died: Set<Pair>, paused: Bool) {
+        var paused = false
+        if let lastTick, now - lastTick > pauseThreshold {
+            paused = true
+            let forgiven = now - lastTick - maxTick
+            for node in members.keys {
+                members[node]!.lastHeard = min(now, members[node]!.lastHeard + forgiven)
+                switch members[node]!.suspicion {
+                case .none: break
+                case .silent(let since): members[node]!.suspicion = .silent(since: min(now, since + forgiven))
+                case .connectionLost(let since): members[node]!.suspicion = .connectionLost(since: min(now, since + forgiven))
+                }
+            }
+        }
+        lastTick = now
         var died = Set<Pair>()
         for (node, member) in members {
             let silence = now > member.lastHeard ? now - member.lastHeard : 0
@@ -100,7 +122,7 @@ struct MembershipModel {
         }
         for pair in died { members[pair.node] = nil }
         if !died.isEmpty { generation += 1 }
-        return died
+        return (died, paused)
     }
 }
 
@@ -133,7 +155,7 @@ struct MembershipModelTests {
         print("membership model coverage: \(coverage.counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
         for what in ["join", "replaced", "resume accepted", "resume refused", "heartbeat accepted", "heartbeat refused",
                      "heartbeat behind", "disconnect", "leave accepted", "leave refused", "suspected silent",
-                     "died heartbeatTimeout", "died disconnected", "recovered", "tick with several deaths"] {
+                     "died heartbeatTimeout", "died disconnected", "recovered", "tick with several deaths", "pause"] {
             #expect(coverage.counts[what, default: 0] >= 20, "the random events reached '\(what)' only \(coverage.counts[what, default: 0]) times")
         }
     }
@@ -153,12 +175,21 @@ struct MembershipModelTests {
         settings.reconnectGrace = .nanoseconds(Int64(reconnectGrace))
         settings.maxTickInterval = .nanoseconds(Int64(maxTick))
         settings.heartbeatInterval = .nanoseconds(Int64(deadTimeout / 4))
+        // The pause threshold: the default, or a chosen one (above the longest tick interval).
+        let pauseThreshold: UInt64
+        if Bool.random(using: &rng) {
+            pauseThreshold = max(3 * maxTick, min(1_000 * ms, deadTimeout / 2))
+        } else {
+            pauseThreshold = maxTick + UInt64.random(in: 1...(4 * deadTimeout), using: &rng)
+            settings.pauseThreshold = .nanoseconds(Int64(pauseThreshold))
+        }
         #expect(settings.problem == nil)
 
         let origin: UInt64 = 5_000_000_000
         var now = origin
         var membership = Membership(settings: settings)
-        var model = MembershipModel(suspectAfter: suspectAfter, deadTimeout: deadTimeout, reconnectGrace: reconnectGrace)
+        var model = MembershipModel(suspectAfter: suspectAfter, deadTimeout: deadTimeout, reconnectGrace: reconnectGrace,
+                                    maxTick: maxTick, pauseThreshold: pauseThreshold)
         /// Every incarnation ever issued to each node: the stale ones are replayed.
         var issued: [String: [UInt64]] = [:]
         var history: [String] = []
@@ -249,7 +280,14 @@ struct MembershipModelTests {
             default:
                 event = "tick"
                 directives = membership.onTick(now: timestamp)
-                removedByModel = model.tick(now: now)
+                let (died, paused) = model.tick(now: now)
+                removedByModel = died
+                let reported = directives.events.contains { if case .paused = $0 { true } else { false } }
+                if paused { coverage.count("pause") }
+                if paused != reported {
+                    Issue.record("the tick \(reported ? "reported" : "did not report") a pause, the model \(paused ? "found" : "did not find") one — seed \(seed), sequence \(sequence), step \(step)")
+                    return false
+                }
             }
             history.append("\(step): \(event)")
             let kind = String(event.prefix { $0 != " " })
