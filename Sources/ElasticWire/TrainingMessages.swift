@@ -387,7 +387,71 @@ public struct TrainingStatus: WireCodable {
     /// Samples per step (the job's global batch), for an ETA from samples per second.
     public var batch: UInt32
 
-    public init(job: String, phase: String, detail: String, committedSteps: UInt64, totalSteps: UInt64, lastLoss: Double, samplesPerSecond: Double, plan: String, recent: [Entry], traffic: [Traffic] = [], grid: Grid? = nil, batch: UInt32 = 0) {
+    /// How checkpointing goes (nil when the job takes no checkpoints).
+    public var checkpoints: CheckpointHealth?
+
+    /// The newest valid checkpoint and the failures since, so that a full disk shows.
+    public struct CheckpointHealth: WireCodable {
+        /// The newest valid checkpoint's step (steps applied), and how long ago it was written.
+        public var newestStep: UInt64?
+        public var newestAgeMilliseconds: UInt64?
+        /// Checkpoints that failed since the last one that worked, and in all.
+        public var consecutiveFailures: UInt32
+        public var failures: UInt32
+        /// The last failure's step and reason.
+        public var lastFailure: Failure?
+
+        public struct Failure: WireCodable {
+            public var step: UInt64
+            public var reason: String
+
+            public init(step: UInt64, reason: String) {
+                self.step = step
+                self.reason = reason
+            }
+
+            public func encode(to writer: inout WireWriter) {
+                writer.write(step)
+                writer.write(reason)
+            }
+
+            public init(from reader: inout WireReader) throws(WireError) {
+                step = try reader.read(UInt64.self)
+                reason = try reader.readString()
+            }
+        }
+
+        public init(newestStep: UInt64?, newestAgeMilliseconds: UInt64?, consecutiveFailures: UInt32, failures: UInt32, lastFailure: Failure?) {
+            self.newestStep = newestStep
+            self.newestAgeMilliseconds = newestAgeMilliseconds
+            self.consecutiveFailures = consecutiveFailures
+            self.failures = failures
+            self.lastFailure = lastFailure
+        }
+
+        public func encode(to writer: inout WireWriter) {
+            writer.write(optional: newestStep)
+            writer.write(optional: newestAgeMilliseconds)
+            writer.write(consecutiveFailures)
+            writer.write(failures)
+            writer.write(lastFailure != nil)
+            lastFailure?.encode(to: &writer)
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            newestStep = try reader.readOptional(UInt64.self)
+            newestAgeMilliseconds = try reader.readOptional(UInt64.self)
+            consecutiveFailures = try reader.read(UInt32.self)
+            failures = try reader.read(UInt32.self)
+            guard consecutiveFailures <= failures else {
+                throw WireError(.invalidValue, "\(consecutiveFailures) checkpoint failures in a row, but only \(failures) in all")
+            }
+            lastFailure = try reader.read(Bool.self) ? try Failure(from: &reader) : nil
+        }
+    }
+
+    public init(job: String, phase: String, detail: String, committedSteps: UInt64, totalSteps: UInt64, lastLoss: Double, samplesPerSecond: Double, plan: String, recent: [Entry], traffic: [Traffic] = [], grid: Grid? = nil, batch: UInt32 = 0, checkpoints: CheckpointHealth? = nil) {
+        self.checkpoints = checkpoints
         self.traffic = traffic
         self.grid = grid
         self.batch = batch
@@ -416,6 +480,8 @@ public struct TrainingStatus: WireCodable {
         writer.write(grid != nil)
         grid?.encode(to: &writer)
         writer.write(batch)
+        writer.write(checkpoints != nil)
+        checkpoints?.encode(to: &writer)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -431,5 +497,6 @@ public struct TrainingStatus: WireCodable {
         traffic = try reader.readList(minimumItemSize: 28)
         grid = try reader.read(Bool.self) ? try Grid(from: &reader) : nil
         batch = try reader.read(UInt32.self)
+        checkpoints = try reader.read(Bool.self) ? try CheckpointHealth(from: &reader) : nil
     }
 }

@@ -10,7 +10,8 @@ import Testing
     typealias O = ControllerObservation
 
     static func observation(curve: [(Int, Double, Double)], members: [String: String] = ["w1": "alive", "w2": "alive", "w3": "dead"],
-                            recoveries: [O.Recovery] = [], checkpoints: [O.Checkpoint] = [], sent: UInt64 = 0, startedAt: Double = 1) -> O {
+                            recoveries: [O.Recovery] = [], checkpoints: [O.Checkpoint] = [], sent: UInt64 = 0, startedAt: Double = 1,
+                            health: O.CheckpointHealth? = nil, pauses: Int = 0) -> O {
         let training = O.Training(
             job: "w1", phase: "running", detail: "", startedAt: startedAt, committedSteps: curve.count,
             nextStep: (curve.last?.0 ?? -1) + 1, totalSteps: 100, batch: 256, samplesPerSecond: 1000, loss: curve.last?.1, codec: "none",
@@ -18,8 +19,8 @@ import Testing
             curve: curve.map { O.Point(step: $0.0, loss: $0.1, at: $0.2) }, recoveries: recoveries, recovering: nil,
             traffic: [O.Traffic(node: "w1", bytesSent: 100, bytesReceived: 100, uncompressedBytes: 400)],
             trafficTotal: O.Traffic(node: "", bytesSent: sent, bytesReceived: sent, uncompressedBytes: sent * 4),
-            checkpoints: checkpoints, replans: 0, rolledBackSteps: 0)
-        return O(generation: 3, uptime: 10, members: members.sorted { $0.key < $1.key }.map { O.Member(node: $0.key, state: $0.value, incarnation: 1, address: "", lastHeardMs: 0, note: "") },
+            checkpoints: checkpoints, checkpointHealth: health, replans: 0, rolledBackSteps: 0)
+        return O(generation: 3, uptime: 10, pauses: pauses, pausedSeconds: Double(pauses) * 6, members: members.sorted { $0.key < $1.key }.map { O.Member(node: $0.key, state: $0.value, incarnation: 1, address: "", lastHeardMs: 0, note: "") },
                  training: training, events: [O.Event(time: "2025-01-01T00:00:00.000Z", kind: "joined", text: "w1 joined")])
     }
 
@@ -72,6 +73,26 @@ import Testing
         let next = try PrometheusText.parse(metrics.scrape(Self.observation(curve: [(0, 2.3, 9.0)], sent: 200, startedAt: 8)))
         #expect(next.value("elastic_exchange_sent_bytes_total") == 1700)
         #expect(next.value("elastic_training_commits_total") == 5)
+    }
+
+    @Test func pausesAndFailingCheckpointsAreCounted() throws {
+        let metrics = ControllerMetrics(registry: PrometheusCollectorRegistry())
+        let failing = O.CheckpointHealth(newestStep: 20, newestAgeSeconds: 41.5, consecutiveFailures: 2, failures: 2,
+                                         lastFailureStep: 60, lastFailure: "w2 could not write stage 1: no space left on device")
+        let first = try PrometheusText.parse(metrics.scrape(Self.observation(curve: [(0, 2.3, 1.0)], health: failing, pauses: 1)))
+        #expect(first.value("elastic_controller_pauses_total") == 1)
+        #expect(first.value("elastic_controller_paused_seconds_total") == 6)
+        #expect(first.value("elastic_checkpoint_failures_total") == 2)
+        #expect(first.value("elastic_checkpoint_consecutive_failures") == 2)
+        #expect(first.value("elastic_checkpoint_newest_age_seconds") == 41.5)
+        // Space freed: the next checkpoint works; the counters keep what happened.
+        let working = O.CheckpointHealth(newestStep: 80, newestAgeSeconds: 0.5, consecutiveFailures: 0, failures: 2, lastFailureStep: 60, lastFailure: "no space")
+        let later = try PrometheusText.parse(metrics.scrape(Self.observation(curve: [(0, 2.3, 1.0)], health: working, pauses: 2)))
+        #expect(later.value("elastic_controller_pauses_total") == 2)
+        #expect(later.value("elastic_controller_paused_seconds_total") == 12)
+        #expect(later.value("elastic_checkpoint_failures_total") == 2)
+        #expect(later.value("elastic_checkpoint_consecutive_failures") == 0)
+        #expect(later.value("elastic_checkpoint_newest_age_seconds") == 0.5)
     }
 
     @Test func workerMetricsCarryTheNode() throws {

@@ -316,6 +316,7 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 0,                                     // no traffic rows
             0,                                              // no plan grid
             0, 0, 0, 0,                                     // batch 0
+            0,                                              // no checkpoint health
         ])
         #expect(try ControlMessage(frame: Frame(kind: 33, generation: 1, payload: withBytes)) == .statusReply(with))
     }
@@ -338,6 +339,7 @@ struct ControlMessageRoundTripTests {
             0, 0, 0, 2, 0, 0, 0, 1, 0x63, 0, 0, 0, 1, 0x64, //     c d
             0, 0, 0, 1, 0, 0, 0, 1, 0x65,                   //   spares: e
             0, 0, 1, 0,                                     // batch 256
+            0,                                              // no checkpoint health
         ])
         var reader = WireReader(writer.bytes)
         #expect(try TrainingStatus(from: &reader) == training)

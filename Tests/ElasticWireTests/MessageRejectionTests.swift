@@ -181,6 +181,15 @@ struct MessageRejectionTests {
         #expect(throws: Never.self) { try ControlMessage(frame: frame(.statusReply, header + [1] + training)) }
     }
 
+    @Test func checkpointHealthWithMoreFailuresInARowThanInAllIsRefused() {
+        var health = Samples.trainingStatuses[3].checkpoints!
+        health.consecutiveFailures = health.failures + 1
+        var writer = WireWriter()
+        health.encode(to: &writer)
+        var reader = WireReader(writer.bytes)
+        expectWireError(.invalidValue) { () throws(WireError) in _ = try TrainingStatus.CheckpointHealth(from: &reader) }
+    }
+
     @Test func aRecentEntriesCountTheBytesCannotHoldIsRefused() {
         // Entries are exactly 33 bytes: 8 + 8 + 8 + 8 + 1.
         func status(count: Int, entryBytes: Int) -> Frame {
@@ -193,8 +202,8 @@ struct MessageRejectionTests {
         }
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status(count: 2, entryBytes: 65)) }
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status(count: Int(UInt32.max), entryBytes: 33)) }
-        // (66 bytes of entries, then an empty traffic list, no grid, batch 0.)
-        #expect(throws: Never.self) { try ControlMessage(frame: status(count: 2, entryBytes: 75)) }
+        // (66 bytes of entries, then an empty traffic list, no grid, batch 0, no checkpoint health.)
+        #expect(throws: Never.self) { try ControlMessage(frame: status(count: 2, entryBytes: 76)) }
         // A replicas-agree flag other than 0 or 1.
         var bad = status(count: 1, entryBytes: 33)
         bad.payload[bad.payload.count - 1] = 2
@@ -228,7 +237,7 @@ struct MessageRejectionTests {
         // A grid flag other than 0 or 1, and a missing batch.
         expectWireError(.invalidValue) { () throws(WireError) in try ControlMessage(frame: status { $0.write(UInt8(2)); $0.write(UInt32(1)) }) }
         expectWireError(.truncated) { () throws(WireError) in try ControlMessage(frame: status { $0.write(false) }) }
-        #expect(throws: Never.self) { try ControlMessage(frame: status { $0.write(false); $0.write(UInt32(256)) }) }
+        #expect(throws: Never.self) { try ControlMessage(frame: status { $0.write(false); $0.write(UInt32(256)); $0.write(false) }) }
     }
 
     @Test func aNonFiniteLossSumIsRefused() throws {

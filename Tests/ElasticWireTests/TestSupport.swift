@@ -150,6 +150,14 @@ enum Samples {
                        samplesPerSecond: 1, plan: "", recent: [],
                        grid: TrainingStatus.Grid(generation: .max, stages: [.init(firstLayer: 0, endLayer: .max, nodes: ["nœud-ü"])], spares: []),
                        batch: .max),
+        // Checkpoints failing on a full disk, and a job with no valid checkpoint yet.
+        TrainingStatus(job: "j", phase: "running", detail: "", committedSteps: 60, totalSteps: 100, lastLoss: 1,
+                       samplesPerSecond: 1, plan: "", recent: [], batch: 256,
+                       checkpoints: .init(newestStep: 20, newestAgeMilliseconds: 41_250, consecutiveFailures: 2, failures: 3,
+                                          lastFailure: .init(step: 60, reason: "w2 could not write stage 1: no space left on device"))),
+        TrainingStatus(job: "j", phase: "running", detail: "", committedSteps: 0, totalSteps: .max, lastLoss: 0,
+                       samplesPerSecond: 0, plan: "", recent: [], batch: 1,
+                       checkpoints: .init(newestStep: nil, newestAgeMilliseconds: nil, consecutiveFailures: .max, failures: .max, lastFailure: nil)),
     ]
 
     static let stepReports: [StepReport] = [
@@ -193,6 +201,10 @@ enum Samples {
                                    deadTimeout: .zero, members: [], training: trainingStatuses[1])),
         .statusReply(ClusterStatus(generation: 2, uptime: .zero, heartbeatInterval: .milliseconds(1),
                                    deadTimeout: .zero, members: [], training: trainingStatuses[2])),
+        .statusReply(ClusterStatus(generation: 3, uptime: .seconds(60), heartbeatInterval: .milliseconds(500),
+                                   deadTimeout: .seconds(2), members: memberStatuses, training: trainingStatuses[3])),
+        .statusReply(ClusterStatus(generation: 4, uptime: .zero, heartbeatInterval: .milliseconds(1),
+                                   deadTimeout: .zero, members: [], training: trainingStatuses[4])),
         .tokenCreate(TokenCreate(ttl: nil, uses: nil, description: "")),
         .tokenCreate(TokenCreate(ttl: .seconds(3_600), uses: 5, description: "ci runners")),
         .tokenCreate(TokenCreate(ttl: .zero, uses: 0, description: "zero")),

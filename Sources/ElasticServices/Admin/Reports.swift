@@ -55,6 +55,41 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var etaSeconds: Double?
         /// The current plan; nil before the first one.
         public var grid: Grid?
+        /// How checkpointing goes; nil when the job takes no checkpoints.
+        public var checkpoints: Checkpoints?
+
+        public struct Checkpoints: Codable, Sendable, Equatable {
+            /// The newest valid checkpoint (steps applied) and its age; nil while there is none.
+            public var newestStep: UInt64?
+            public var newestAgeSeconds: Double?
+            /// True while the last checkpoint failed; how many failed in a row and in all.
+            public var failing: Bool
+            public var consecutiveFailures: UInt32
+            public var failures: UInt32
+            public var lastFailureStep: UInt64?
+            public var lastFailure: String?
+
+            init(_ health: TrainingStatus.CheckpointHealth) {
+                newestStep = health.newestStep
+                newestAgeSeconds = health.newestAgeMilliseconds.map { Double($0) / 1000 }
+                failing = health.consecutiveFailures > 0
+                consecutiveFailures = health.consecutiveFailures
+                failures = health.failures
+                lastFailureStep = health.lastFailure?.step
+                lastFailure = health.lastFailure?.reason
+            }
+
+            /// "checkpoints: FAILING, 2 in a row (step 60: … no space left on device); newest valid: step 20, 41s ago"
+            public var line: String {
+                let age = newestAgeSeconds.map { ", \(Duration.milliseconds(Int64($0 * 1000)).shortDescription) ago" } ?? ""
+                let newest = newestStep.map { "newest valid: step \($0)\(age)" } ?? "no valid checkpoint yet"
+                if failing {
+                    let last = lastFailure.map { " (step \(lastFailureStep ?? 0): \($0))" } ?? ""
+                    return "checkpoints: FAILING, \(consecutiveFailures) in a row\(last); \(newest)"
+                }
+                return "checkpoints: \(newest)\(failures > 0 ? "; \(failures) failed earlier" : "")"
+            }
+        }
 
         /// The plan as a grid: rows are stages, columns replicas.
         public struct Grid: Codable, Sendable, Equatable {
@@ -123,7 +158,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
                 recent: training.recent.map { Training.Step(step: $0.step, epoch: $0.epoch, nextSample: $0.nextSample, loss: $0.loss, replicasAgree: $0.replicasAgree) },
                 traffic: training.traffic.map { Training.Traffic(node: $0.node.value, bytesSent: $0.bytesSent, bytesReceived: $0.bytesReceived, compressionRatio: $0.ratio) },
                 percent: training.totalSteps > 0 ? 100 * Double(min(training.committedSteps, training.totalSteps)) / Double(training.totalSteps) : 0,
-                batch: training.batch, etaSeconds: eta, grid: grid)
+                batch: training.batch, etaSeconds: eta, grid: grid, checkpoints: training.checkpoints.map(Training.Checkpoints.init))
         }
     }
 
@@ -156,6 +191,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             lines.append("")
             lines.append("job \(training.job): \(training.phase)\(training.detail.isEmpty ? "" : " — " + training.detail)")
             lines.append("  " + training.progressLine())
+            if let checkpoints = training.checkpoints { lines.append("  " + checkpoints.line) }
             if let grid = training.grid {
                 lines.append("  plan of generation \(grid.generation) (\(grid.stages.count) stage(s) × \(grid.stages.first?.replicas.count ?? 0) replica(s)):")
                 lines += grid.table().map { "    " + $0 }

@@ -1,6 +1,7 @@
 import ElasticCore
 import ElasticNumerics
 import ElasticStorage
+import ElasticWire
 import Foundation
 import Logging
 
@@ -17,12 +18,64 @@ struct ControllerCheckpoints {
     var requestedAt: Timestamp?
     /// For each checkpoint committed here: when, and how long from the request.
     var timings: [Int: (at: Timestamp, took: Duration)] = [:]
+    /// Checkpoints that failed since the last one that was committed, in all, and the last one's
+    /// step and reason: what `elastic status`, the dashboard and `/metrics` show of a full disk.
+    private(set) var failures: (inARow: Int, total: Int, last: (step: Int, reason: String)?) = (0, 0, nil)
+    /// When the newest valid checkpoint was written (wall clock), when known.
+    private(set) var newestWrittenAt: Date?
 
     init?(job: JobSpec) {
         guard let settings = job.checkpoint, let directory = settings.directory else { return nil }
         schedule = CheckpointSchedule(every: settings.every)
         store = CheckpointStore(root: directory)
         keep = settings.keep ?? JobSpec.Checkpoint.defaultKeep
+    }
+
+    /// The checkpoint of `step` was not made.
+    mutating func failed(step: Int, reason: String) {
+        failures = (failures.inARow + 1, failures.total + 1, (step, reason))
+    }
+
+    /// A checkpoint was committed (written `at`, now or found on disk).
+    mutating func committed(at date: Date) {
+        failures.inARow = 0
+        newestWrittenAt = date
+    }
+
+    /// After the newest checkpoint was taken from the journal or a restore: when it was written,
+    /// read from its manifest.
+    mutating func findNewestWriteTime() {
+        guard let newest = schedule.newest, let summary = try? store.list().last(where: { $0.step == newest.step }),
+              let milliseconds = summary.createdAt else { return }
+        newestWrittenAt = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+
+    /// The newest valid checkpoint and the failures since, for `elastic status`.
+    func health(now: Date) -> TrainingStatus.CheckpointHealth {
+        TrainingStatus.CheckpointHealth(
+            newestStep: schedule.newest.map { UInt64($0.step) },
+            newestAgeMilliseconds: newestWrittenAt.map { UInt64(max(0, now.timeIntervalSince($0)) * 1000) },
+            consecutiveFailures: UInt32(clamping: failures.inARow), failures: UInt32(clamping: failures.total),
+            lastFailure: failures.last.map { .init(step: UInt64($0.step), reason: $0.reason) })
+    }
+
+    /// Removes, in the background, the `.incoming-*` directories of the steps `discarded`
+    /// selects: checkpoints that will never be committed, whose partial blobs would otherwise
+    /// keep a full disk full. A writer still busy with such a step fails on its next file and
+    /// reports it; a directory recreated by a late writer goes with the sweep at the next
+    /// request.
+    func discardIncoming(_ discarded: @escaping @Sendable (Int) -> Bool, logger: Logger) {
+        let store = self.store
+        Task.detached(priority: .utility) {
+            do {
+                for step in try store.incomingSteps() where discarded(step) {
+                    try store.discardIncoming(step: step)
+                    logger.info("removed the partial checkpoint of step \(step) (\(store.incomingDirectory(step: step)))")
+                }
+            } catch {
+                logger.error("cannot remove partial checkpoints in \(store.root): \(error)")
+            }
+        }
     }
 
     /// A fingerprint of what a checkpoint's state depends on (the model and the optimizer), so

@@ -192,6 +192,16 @@ actor ControllerState {
         return wait
     }
 
+    /// The controller did not run for a while (found by the membership's tick): the other
+    /// timers, like the members' deadlines, do not count that time either.
+    private func forgivePause(_ forgiven: Duration) {
+        training?.coordinator.onPause(forgiven: forgiven)
+        let now = MonotonicClock.now()
+        for (node, entry) in departing {
+            departing[node] = (entry.connection, min(now, entry.since + forgiven))
+        }
+    }
+
     /// Stops admitting work and ends every connection.
     func shutdown() {
         isShuttingDown = true
@@ -258,6 +268,7 @@ actor ControllerState {
             case let .record(event):
                 journalMembership(event, requester: requester)
                 events.record(event)
+                if case let .paused(_, forgiven, _) = event { forgivePause(forgiven) }
             case .scheduleTick:
                 break
             }
@@ -520,7 +531,7 @@ actor ControllerState {
             journal.record(.departed(DurableState.Departure(node: node.value, incarnation: incarnation.value, state: "left", atGeneration: generation.value, reason: "left the cluster")))
         case let .opened(_, generation):
             journal.record(.generation(generation.value))
-        case .resumed, .suspected, .recovered, .refused:
+        case .resumed, .suspected, .recovered, .refused, .paused:
             break
         }
     }
@@ -543,12 +554,14 @@ actor ControllerState {
         switch decision {
         case let .request(step, writers):
             training?.checkpoints?.requestedAt = MonotonicClock.now()
+            keeper.discardIncoming({ $0 != step }, logger: logger)
             let generation = current.coordinator.plan?.generation ?? membership.generation
             for (_, node) in writers.sorted(by: { $0.key < $1.key }) { sendToMember(node, .checkpoint(step: UInt64(step)), generation: generation) }
         case let .skipped(step, reason):
             logger.warning("checkpoint of step \(step) skipped: \(reason)")
         case let .abandoned(step, reason):
             logger.warning("checkpoint of step \(step) abandoned: \(reason)")
+            checkpointFailed(step: step, reason: reason)
             resumeDeferredCheckpoint()
         case let .complete(pending):
             do {
@@ -559,6 +572,7 @@ actor ControllerState {
                     training?.checkpoints?.timings[pending.step] = (now, now.since(requestedAt))
                 }
                 events.note("checkpoint of step \(pending.step) committed in \(took): \(summary.rawBytes >> 10) KiB → \(summary.storedBytes >> 10) KiB", kind: "checkpoint")
+                training?.checkpoints?.committed(at: Date())
                 training?.checkpoints?.schedule.onCommitted(checkpoint: pending.step, path: summary.path)
                 training?.checkpoints?.written.append(summary)
                 journal.record(.checkpoint(DurableState.Checkpoint(step: summary.step, path: summary.path, rawBytes: UInt64(summary.rawBytes), storedBytes: UInt64(summary.storedBytes))))
@@ -575,9 +589,20 @@ actor ControllerState {
                 }
             } catch {
                 logger.error("checkpoint of step \(pending.step) could not be committed: \(error)")
+                checkpointFailed(step: pending.step, reason: "the commit failed: \(error)")
             }
             resumeDeferredCheckpoint()
         }
+    }
+
+    /// A checkpoint will not be made: counted for status and the dashboard, its partial
+    /// directory removed.
+    private func checkpointFailed(step: Int, reason: String) {
+        guard training?.checkpoints != nil else { return }
+        training?.checkpoints?.failed(step: step, reason: reason)
+        let failures = training?.checkpoints?.failures.inARow ?? 0
+        events.note("checkpoint of step \(step) failed\(failures > 1 ? " (\(failures) in a row)" : ""): \(reason)", kind: "checkpoint")
+        training?.checkpoints?.discardIncoming({ $0 == step }, logger: logger)
     }
 
     /// Requests the last step's checkpoint if it waited for the one that just ended.

@@ -187,6 +187,8 @@ struct ControllerTraining {
             ledger: durable.ledger.map { $0.entry(committedAt: .zero) }, resumeStep: durable.resumeStep,
             rolledBackSteps: durable.rolledBackSteps, holders: durable.holders?.holders, checkpoint: newest)
         if let newest { checkpoints?.schedule.onCommitted(checkpoint: newest.step, path: newest.path) }
+        checkpoints?.findNewestWriteTime()
+        checkpoints?.discardIncoming({ _ in true }, logger: logger)
         let state = durable.jobEnded.map { " (\($0))" } ?? ""
         logger.info("job '\(job.spec.name)' continues from the journal at step \(coordinator.nextStep) of \(coordinator.totalSteps)\(state)")
     }
@@ -251,11 +253,14 @@ struct ControllerTraining {
             let found = try ControllerCheckpoints.findResume(request, job: job.spec, store: checkpoints?.store, logger: logger)
             coordinator.resume(from: found.step, path: found.path)
             checkpoints?.schedule.onCommitted(checkpoint: found.step, path: found.path)
+            checkpoints?.findNewestWriteTime()
             logger.info("job '\(job.spec.name)' resumes from checkpoint \(found.path) (step \(found.step) of \(coordinator.totalSteps))")
         } else if let store = checkpoints?.store, let newest = try? store.list().last {
             // A fresh run would collide with these step directories (and hide them behind its own).
             throw ElasticError("checkpoint.directory \(store.root) already holds checkpoints (newest: step \(newest.step)); resume from them with --restore latest (or checkpoint.resume), or point checkpoint.directory somewhere else")
         }
+        // Partial checkpoints a crash left behind can never be committed.
+        checkpoints?.discardIncoming({ _ in true }, logger: logger)
     }
 
     func status() -> TrainingStatus {
@@ -269,7 +274,8 @@ struct ControllerTraining {
             lastLoss: ledger.last?.loss ?? .nan, samplesPerSecond: samplesPerSecond(),
             plan: coordinator.plan?.summary ?? "", recent: Array(recent),
             traffic: (coordinator.plan?.workers ?? []).compactMap { traffic[$0] },
-            grid: coordinator.plan.map(TrainingStatus.Grid.init), batch: UInt32(clamping: job.spec.batch))
+            grid: coordinator.plan.map(TrainingStatus.Grid.init), batch: UInt32(clamping: job.spec.batch),
+            checkpoints: checkpoints?.health(now: Date()))
     }
 
     /// Throughput over the last (up to) 20 committed steps this controller saw commit.

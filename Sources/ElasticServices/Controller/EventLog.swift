@@ -59,6 +59,10 @@ final class EventLog: @unchecked Sendable {
             fields = ["event": "generation", "reason": reason, "generation": generation.value]
             level = .info
             text = "generation \(generation): \(reason)"
+        case let .paused(duration, forgiven, generation):
+            fields = ["event": "paused", "durationMs": duration.milliseconds, "forgivenMs": forgiven.milliseconds, "generation": generation.value]
+            level = .warning
+            text = "controller paused for \(duration.secondsDescription); deadlines restarted"
         case let .refused(node, refusal, generation):
             fields = ["event": "refused", "node": node.value, "reason": refusal.explanation, "generation": generation.value]
             if case let .fenced(_, incarnation, _) = refusal { fields["incarnation"] = incarnation.value }

@@ -14,14 +14,19 @@ public final class ControllerMetrics: @unchecked Sendable {
     private let members: [String: CoreMetrics.Gauge]
     private let phases: [String: CoreMetrics.Gauge]
     private let generation, uptime, committedSteps, totalSteps, samplesPerSecond, loss, recovering, compressionRatio: CoreMetrics.Gauge
-    private let checkpointRaw, checkpointStored: CoreMetrics.Gauge
+    private let checkpointRaw, checkpointStored, checkpointsFailing, checkpointAge: CoreMetrics.Gauge
     private let commits, samples, recoveries, sent, received, uncompressed, checkpoints, checkpointRawTotal, checkpointStoredTotal: CoreMetrics.Counter
+    private let pauses, checkpointFailures: CoreMetrics.Counter
+    private let pausedSeconds: CoreMetrics.FloatingPointCounter
     private let stepDuration, recoveryDuration, checkpointDuration: CoreMetrics.Timer
 
     /// What earlier snapshots already counted.
     private var lastCommitAt = -Double.infinity
     private var countedRecoveries: Set<Double> = []
     private var countedCheckpoints: Set<String> = []
+    private var countedPauses = 0
+    private var countedPausedSeconds = 0.0
+    private var countedCheckpointFailures = (job: -Double.infinity, failures: 0)
     private var trafficJob: Double?
     private var trafficCounted = ControllerObservation.Traffic(node: "", bytesSent: 0, bytesReceived: 0, uncompressedBytes: 0)
 
@@ -43,6 +48,11 @@ public final class ControllerMetrics: @unchecked Sendable {
         compressionRatio = .init(C.compressionRatio, factory: factory)
         checkpointRaw = .init(C.checkpointRaw, factory: factory)
         checkpointStored = .init(C.checkpointStored, factory: factory)
+        checkpointsFailing = .init(C.checkpointsFailing, factory: factory)
+        checkpointAge = .init(C.checkpointAge, factory: factory)
+        pauses = .init(C.pauses, factory: factory)
+        pausedSeconds = .init(C.pausedSeconds, factory: factory)
+        checkpointFailures = .init(C.checkpointFailures, factory: factory)
         commits = .init(C.commits, factory: factory)
         samples = .init(C.samples, factory: factory)
         recoveries = .init(C.recoveries, factory: factory)
@@ -71,6 +81,12 @@ public final class ControllerMetrics: @unchecked Sendable {
         for (state, count) in observation.membersByState { members[state]?.record(Double(count)) }
         generation.record(Double(observation.generation))
         uptime.record(observation.uptime)
+        pauses.increment(by: max(0, observation.pauses - countedPauses))
+        countedPauses = max(countedPauses, observation.pauses)
+        if observation.pausedSeconds > countedPausedSeconds {
+            pausedSeconds.increment(by: observation.pausedSeconds - countedPausedSeconds)
+            countedPausedSeconds = observation.pausedSeconds
+        }
         let phase = observation.training?.phase ?? "idle"
         for (name, gauge) in phases { gauge.record(name == phase ? 1.0 : 0.0) }
         guard let training = observation.training else { return }
@@ -122,6 +138,14 @@ public final class ControllerMetrics: @unchecked Sendable {
         if let last = training.checkpoints.last {
             checkpointRaw.record(Double(last.rawBytes))
             checkpointStored.record(Double(last.storedBytes))
+        }
+        if let health = training.checkpointHealth {
+            // The job's failures only grow; a new job counts from 0 again.
+            if countedCheckpointFailures.job != training.startedAt { countedCheckpointFailures = (training.startedAt, 0) }
+            checkpointFailures.increment(by: max(0, health.failures - countedCheckpointFailures.failures))
+            countedCheckpointFailures.failures = max(countedCheckpointFailures.failures, health.failures)
+            checkpointsFailing.record(Double(health.consecutiveFailures))
+            if let age = health.newestAgeSeconds { checkpointAge.record(age) }
         }
     }
 }

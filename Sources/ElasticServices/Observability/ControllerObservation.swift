@@ -1,4 +1,5 @@
 import ElasticCore
+import ElasticWire
 import Foundation
 
 /// What the dashboard (`/api/state`) and the controller's `/metrics` show: one consistent
@@ -88,6 +89,18 @@ public struct ControllerObservation: Codable, Sendable, Equatable {
         public var committedAt: Double?
     }
 
+    /// The newest valid checkpoint and the failures since it (a full disk, a lost writer).
+    public struct CheckpointHealth: Codable, Sendable, Equatable {
+        public var newestStep: Int?
+        /// Seconds since the newest valid checkpoint was written.
+        public var newestAgeSeconds: Double?
+        /// Checkpoints that failed since the last one that was committed, and in all.
+        public var consecutiveFailures: Int
+        public var failures: Int
+        public var lastFailureStep: Int?
+        public var lastFailure: String?
+    }
+
     public struct Training: Codable, Sendable, Equatable {
         public var job: String
         /// idle, waiting, assigning, running, finished or stopped; `detail` says why it waits or stopped.
@@ -113,6 +126,8 @@ public struct ControllerObservation: Codable, Sendable, Equatable {
         /// Every reported step of this job, summed over slots.
         public var trafficTotal: Traffic
         public var checkpoints: [Checkpoint]
+        /// Nil when the job takes no checkpoints.
+        public var checkpointHealth: CheckpointHealth?
         public var replans: Int
         public var rolledBackSteps: Int
     }
@@ -127,6 +142,10 @@ public struct ControllerObservation: Codable, Sendable, Equatable {
 
     public var generation: UInt64
     public var uptime: Double
+    /// Times the controller found it had not run for a while (SIGSTOP, a VM stall), and their
+    /// total length in seconds: time not charged to the members.
+    public var pauses: Int
+    public var pausedSeconds: Double
     public var members: [Member]
     public var training: Training?
     /// The most recent events, oldest first.
@@ -160,7 +179,8 @@ extension ControllerObservation {
                                   address: "", lastHeardMs: 0, note: departure.reason))
         }
         return ControllerObservation(
-            generation: membership.generation.value, uptime: seconds(now), members: members,
+            generation: membership.generation.value, uptime: seconds(now),
+            pauses: membership.pauses.count, pausedSeconds: Double(membership.pauses.total.nanosecondsClamped) / 1e9, members: members,
             training: training.map { gather($0, live: membership.liveMembers.map(\.node), seconds: seconds, now: now) },
             events: events.map { Event(time: $0.time, kind: $0.kind, text: $0.text) })
     }
@@ -199,6 +219,14 @@ extension ControllerObservation {
             curve: coordinator.ledger.map { Point(step: $0.step, loss: $0.loss, at: seconds($0.committedAt)) },
             recoveries: recoveries, recovering: recovering, traffic: traffic,
             trafficTotal: Traffic(node: "", bytesSent: total.bytesSent, bytesReceived: total.bytesReceived, uncompressedBytes: total.uncompressedBytes),
-            checkpoints: checkpoints, replans: coordinator.replans, rolledBackSteps: coordinator.rolledBackSteps)
+            checkpoints: checkpoints, checkpointHealth: training.checkpoints.map { health($0.health(now: Date())) },
+            replans: coordinator.replans, rolledBackSteps: coordinator.rolledBackSteps)
+    }
+
+    private static func health(_ health: TrainingStatus.CheckpointHealth) -> CheckpointHealth {
+        CheckpointHealth(
+            newestStep: health.newestStep.map { Int($0) }, newestAgeSeconds: health.newestAgeMilliseconds.map { Double($0) / 1000 },
+            consecutiveFailures: Int(health.consecutiveFailures), failures: Int(health.failures),
+            lastFailureStep: health.lastFailure.map { Int($0.step) }, lastFailure: health.lastFailure?.reason)
     }
 }

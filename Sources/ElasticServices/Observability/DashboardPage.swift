@@ -7,7 +7,9 @@
 /// `data-replicas`), `#spares` (`li[data-node]`), `#loss-curve` (an SVG with `data-points`, the
 /// number of committed steps drawn, and `data-last-step`), `#progress` (`data-committed`,
 /// `data-total`), `#throughput` (`data-samples-per-second`), `#recoveries`, `#checkpoints`,
-/// `#traffic` (`data-ratio`), `#events` and `#members` (each with `data-count`), and `body`'s
+/// `#checkpoint-health` (`data-failing`: checkpoints failed in a row, `data-newest-step`),
+/// `#traffic` (`data-ratio`), `#events` and `#members` (each with `data-count`), `#uptime`
+/// (`data-pauses`: the controller's own pauses), and `body`'s
 /// `data-updates` (how many state polls have been drawn) and `data-phase`.
 enum DashboardPage {
     static let html: String = #"""
@@ -59,6 +61,8 @@ enum DashboardPage {
   #events time { color:var(--muted); margin-right:8px; }
   #events .kind { display:inline-block; min-width:84px; color:var(--accent); }
   .empty { color:var(--muted); font-style:italic; }
+  #checkpoint-health { margin-bottom:8px; }
+  #checkpoint-health.failing { color:#b3261e; font-weight:600; }
 </style>
 </head>
 <body data-updates="0" data-phase="">
@@ -100,6 +104,7 @@ enum DashboardPage {
   </section>
   <section>
     <h2>Checkpoints</h2>
+    <div id="checkpoint-health" data-failing="0" data-newest-step=""></div>
     <table id="checkpoints" data-count="0"></table>
   </section>
   <section>
@@ -225,7 +230,8 @@ function draw(state) {
   for (const m of state.members) states[m.node] = m.state;
   document.body.setAttribute("data-phase", training ? training.phase : "idle");
   $("generation").textContent = "generation " + state.generation;
-  $("uptime").textContent = "up " + secs(state.uptime);
+  $("uptime").textContent = "up " + secs(state.uptime) + (state.pauses > 0 ? " · paused " + state.pauses + "× (" + secs(state.pausedSeconds) + ")" : "");
+  $("uptime").setAttribute("data-pauses", state.pauses);
   $("job").textContent = training ? "job " + training.job + " · codec " + training.codec : "no job";
 
   const committed = training ? training.nextStep : 0, total = training ? training.totalSteps : 0;
@@ -260,6 +266,19 @@ function draw(state) {
   table($("traffic"), ["node", "sent#", "received#", "uncompressed#", "ratio#"],
     traffic.map((t) => [t.node, bytes(t.bytesSent), bytes(t.bytesReceived), bytes(t.uncompressedBytes), t.bytesSent > 0 ? (t.uncompressedBytes / t.bytesSent).toFixed(2) : "–"]),
     "no exchange reported (one replica per stage exchanges nothing)");
+
+  const health = training ? training.checkpointHealth : null;
+  const healthLine = $("checkpoint-health");
+  healthLine.setAttribute("data-failing", health ? health.consecutiveFailures : 0);
+  healthLine.setAttribute("data-newest-step", health && health.newestStep != null ? health.newestStep : "");
+  healthLine.className = health && health.consecutiveFailures > 0 ? "failing" : "";
+  const newest = health && health.newestStep != null
+    ? "newest valid checkpoint: step " + health.newestStep + (health.newestAgeSeconds != null ? ", " + secs(health.newestAgeSeconds) + " ago" : "")
+    : "no valid checkpoint yet";
+  healthLine.textContent = !health ? "this job takes no checkpoints"
+    : health.consecutiveFailures > 0
+      ? "checkpoints are failing (" + health.consecutiveFailures + " in a row): step " + health.lastFailureStep + ": " + health.lastFailure + " · " + newest
+      : newest + (health.failures > 0 ? " · " + health.failures + " failed earlier" : "");
 
   const checkpoints = training ? training.checkpoints.slice().reverse() : [];
   table($("checkpoints"), ["step#", "raw#", "stored#", "ratio#", "took#", "path"],

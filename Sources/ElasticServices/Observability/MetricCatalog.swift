@@ -31,6 +31,8 @@ public enum MetricCatalog {
     public static let members = Entry("elastic_members", "Members the controller knows of, by state (alive, suspect; dead and left for departed nodes).")
     public static let generation = Entry("elastic_generation", "The membership generation: it grows on every membership change.")
     public static let uptime = Entry("elastic_controller_uptime_seconds", "Seconds since the controller started.")
+    public static let pauses = Entry("elastic_controller_pauses_total", "Times the controller found it had not run for a while (SIGSTOP, a VM stall, a debugger): its members' deadlines restarted instead of declaring them dead.")
+    public static let pausedSeconds = Entry("elastic_controller_paused_seconds_total", "Total length of the controller's pauses, in seconds.")
     public static let phase = Entry("elastic_training_phase", "1 for the training phase the job is in (idle, waiting, assigning, running, finished, stopped), 0 for the others.")
     public static let committedSteps = Entry("elastic_training_committed_steps", "Steps applied so far: one past the last committed step (a resumed job counts the checkpoint's steps).")
     public static let totalSteps = Entry("elastic_training_total_steps", "Steps in the job.")
@@ -52,6 +54,9 @@ public enum MetricCatalog {
     public static let checkpointStored = Entry("elastic_checkpoint_stored_bytes", "Bytes on disk of the last committed checkpoint (zstd).")
     public static let checkpointRawTotal = Entry("elastic_checkpoint_raw_bytes_total", "Tensor bytes of every checkpoint committed.")
     public static let checkpointStoredTotal = Entry("elastic_checkpoint_stored_bytes_total", "Bytes on disk of every checkpoint committed.")
+    public static let checkpointFailures = Entry("elastic_checkpoint_failures_total", "Checkpoints that were not made: a writer failed (a full disk, say), left before writing, or the commit failed.")
+    public static let checkpointsFailing = Entry("elastic_checkpoint_consecutive_failures", "Checkpoints that failed since the last one that was committed (0 while checkpoints work).")
+    public static let checkpointAge = Entry("elastic_checkpoint_newest_age_seconds", "Seconds since the newest valid checkpoint was written (absent until there is one).")
 
     // MARK: Worker
 
@@ -71,9 +76,10 @@ public enum MetricCatalog {
     public static let workerAppliedSteps = Entry("elastic_worker_applied_steps", "Steps applied to this worker's layers.")
 
     public static let all: [Entry] = [
-        members, generation, uptime, phase, committedSteps, totalSteps, commits, samples, samplesPerSecond, loss, stepDuration,
+        members, generation, uptime, pauses, pausedSeconds, phase, committedSteps, totalSteps, commits, samples, samplesPerSecond, loss, stepDuration,
         recoveries, recoveryDuration, recovering, exchangeSent, exchangeReceived, exchangeUncompressed, compressionRatio,
         checkpoints, checkpointDuration, checkpointRaw, checkpointStored, checkpointRawTotal, checkpointStoredTotal,
+        checkpointFailures, checkpointsFailing, checkpointAge,
         workerSteps, workerStepCompute, workerSent, workerReceived, workerUncompressed, workerCheckpointWrite,
         workerCheckpointRaw, workerCheckpointStored, workerCopyReceived, workerCopyServed, workerCopyDuration,
         workerGeneration, workerStage, workerAppliedSteps,
@@ -130,6 +136,12 @@ extension CoreMetrics.Counter {
     /// Adds `amount` (a byte count, say), saturating at `Int64.max`.
     func add(_ amount: UInt64) {
         if amount > 0 { increment(by: Int64(clamping: amount)) }
+    }
+}
+
+extension CoreMetrics.FloatingPointCounter {
+    convenience init(_ entry: MetricCatalog.Entry, _ dimensions: [(String, String)] = [], factory: any MetricsFactory) {
+        self.init(label: entry.name, dimensions: dimensions, factory: factory)
     }
 }
 
