@@ -83,6 +83,7 @@ let package = Package(
             dependencies: [
                 "ElasticCore", "ElasticWire", "ElasticTransport", "ElasticServices",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -95,7 +96,14 @@ let package = Package(
             dependencies: ["ElasticServices", "ElasticTestSupport", .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         // Runs the built `elastic` binary; `swift build --build-tests` builds it first.
-        .testTarget(name: "ElasticCLITests", dependencies: ["ElasticServices", "ElasticTestSupport"]),
+        .testTarget(
+            name: "ElasticCLITests",
+            dependencies: [
+                "ElasticServices", "ElasticTestSupport", "ElasticCore", "ElasticWire", "ElasticTransport", "ElasticStorage", "ElasticNumerics",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -48,7 +48,9 @@ public struct FrameConnection: Sendable {
 
 /// Encodes outgoing frames and decodes incoming bytes with `FrameDecoder`. Bad input is answered
 /// with a `refused(protocolError)` frame and the connection is closed; so is a peer that sends
-/// nothing for `readTimeout`.
+/// nothing for `readTimeout`, one whose frame, once begun, is not complete within
+/// `frameDeadline` (a trickle that keeps the read timeout from ever firing), and an anonymous
+/// peer (no client certificate) whose frame is larger than `anonymousMaximumFrameSize`.
 final class FrameCodecHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = Frame
@@ -57,9 +59,14 @@ final class FrameCodecHandler: ChannelDuplexHandler {
 
     private var decoder: FrameDecoder
     private var failed = false
+    private let frameDeadline: Duration?
+    private let anonymousMaximumFrameSize: Int?
+    private var frameTimer: Scheduled<Void>?
 
-    init(maximumFrameSize: Int) {
+    init(maximumFrameSize: Int, frameDeadline: Duration? = nil, anonymousMaximumFrameSize: Int? = nil) {
         decoder = FrameDecoder(maximumFrameSize: maximumFrameSize)
+        self.frameDeadline = frameDeadline
+        self.anonymousMaximumFrameSize = anonymousMaximumFrameSize
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -68,15 +75,41 @@ final class FrameCodecHandler: ChannelDuplexHandler {
         decoder.append(buffer.readableBytesView)
         do {
             while let frame = try decoder.next() {
+                // A whole frame: the next one gets its own deadline.
+                frameTimer?.cancel()
+                frameTimer = nil
                 context.fireChannelRead(wrapInboundOut(frame))
             }
         } catch {
-            failed = true
-            let refusal = ControlMessage.refused(Refused(.protocolError, "malformed frame: \(error.message)")).frame(generation: .zero)
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: refusal.encoded())), promise: nil)
-            context.fireErrorCaught(error)
-            context.close(promise: nil)
+            fail(context: context, error, message: "malformed frame: \(error.message)")
+            return
         }
+        if decoder.bufferedByteCount > 0, frameTimer == nil, let frameDeadline {
+            let deadline = frameDeadline
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+            frameTimer = context.eventLoop.scheduleTask(in: .nanoseconds(deadline.nanosecondsClamped)) {
+                let (handler, context) = bound.value
+                guard !handler.failed else { return }
+                handler.fail(context: context, TransportError.timedOut("receiving a frame: not complete within \(deadline.shortDescription)"),
+                             message: "a frame was not complete within \(deadline.shortDescription)")
+            }
+        }
+    }
+
+    private func fail(context: ChannelHandlerContext, _ error: any Error, message: String) {
+        failed = true
+        frameTimer?.cancel()
+        frameTimer = nil
+        let refusal = ControlMessage.refused(Refused(.protocolError, message)).frame(generation: .zero)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: refusal.encoded())), promise: nil)
+        context.fireErrorCaught(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        frameTimer?.cancel()
+        frameTimer = nil
+        context.fireChannelInactive()
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -89,6 +122,11 @@ final class FrameCodecHandler: ChannelDuplexHandler {
             context.fireErrorCaught(TransportError.idleTimeout)
             context.close(promise: nil)
             return
+        }
+        // A peer without a certificate may only ask for the CA or bootstrap: small frames.
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls, let limit = anonymousMaximumFrameSize,
+           (try? context.pipeline.syncOperations.nioSSL_peerCertificate()) == nil {
+            decoder = FrameDecoder(maximumFrameSize: max(Frame.headerSize, limit))
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -136,16 +174,44 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 }
 
+/// Who a client expects at the other end. The CA signs every role's certificate, so trusting
+/// the CA is not enough: a node's certificate (which also serves its data plane) must never pass
+/// for the controller, nor one node for another.
+public enum ExpectedPeer: Sendable, Equatable {
+    /// The controller (its certificate's role): what members, admins and bootstraps talk to.
+    case controller
+    /// The node the plan names, on the data plane.
+    case node(String)
+
+    func admits(_ peer: PeerIdentity) -> Bool {
+        switch self {
+        case .controller: peer.role == .controller
+        case .node(let name): peer.role == .node && peer.name == name
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .controller: "the controller"
+        case .node(let name): "node \(name)"
+        }
+    }
+}
+
 public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible {
     case idleTimeout
     case closedDuringHandshake
     case timedOut(String)
+    /// The server's certificate is from the cluster CA but names another role or node.
+    case unexpectedPeer(expected: ExpectedPeer, presented: PeerIdentity)
 
     public var description: String {
         switch self {
         case .idleTimeout: "the peer sent nothing for too long"
         case .closedDuringHandshake: "the connection closed during the TLS handshake"
         case .timedOut(let what): "timed out \(what)"
+        case let .unexpectedPeer(expected, presented):
+            "the server presented the certificate of \(presented.role?.rawValue ?? "no role") '\(presented.name ?? "?")', not \(expected.description)'s: it is not who this address should be (a node or an impostor listening there); nothing was sent"
         }
     }
 }
@@ -156,6 +222,13 @@ public struct ChannelSettings: Sendable {
     /// Close a connection that sends nothing for this long (nil: never).
     public var readTimeout: Duration? = .seconds(30)
     public var connectTimeout: Duration = .seconds(5)
+    /// Close a connection whose TLS handshake has not completed after this long.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// Close a connection whose frame, once its first byte arrived, is not complete after this
+    /// long: the read timeout counts silence, this counts a trickle (nil: no limit).
+    public var frameDeadline: Duration? = .seconds(30)
+    /// The largest frame a peer without a client certificate may send (nil: `maximumFrameSize`).
+    public var anonymousMaximumFrameSize: Int? = nil
 
     public init() {}
 }
@@ -176,7 +249,14 @@ public enum FrameChannels {
         if let timeout = settings.readTimeout {
             try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount.nanoseconds(timeout.nanosecondsClamped)))
         }
-        try sync.addHandler(FrameCodecHandler(maximumFrameSize: settings.maximumFrameSize))
+        try sync.addHandler(FrameCodecHandler(
+            maximumFrameSize: settings.maximumFrameSize, frameDeadline: settings.frameDeadline,
+            anonymousMaximumFrameSize: settings.anonymousMaximumFrameSize))
+        // A handshake that never completes (a client that opens and stalls) is cut off.
+        let handshake = channel.eventLoop.scheduleTask(in: .nanoseconds(settings.handshakeTimeout.nanosecondsClamped)) {
+            channel.close(promise: nil)
+        }
+        promise.futureResult.whenComplete { _ in handshake.cancel() }
         let async = try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
         return FrameConnection(channel: async, peer: promise.futureResult, remoteAddress: describe(channel.remoteAddress), localIP: channel.localAddress?.ipAddress)
     }
@@ -197,9 +277,10 @@ public enum FrameChannels {
             }
     }
 
-    /// Connects with TLS and waits for the handshake.
+    /// Connects with TLS and waits for the handshake; with `expecting`, a server whose
+    /// certificate names another role or node is refused before anything is sent.
     public static func connect(
-        host: String, port: Int, tls: NIOSSLContext, settings: ChannelSettings = ChannelSettings(),
+        host: String, port: Int, tls: NIOSSLContext, expecting: ExpectedPeer?, settings: ChannelSettings = ChannelSettings(),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> FrameConnection {
         let connection = try await ClientBootstrap(group: group)
@@ -211,7 +292,10 @@ public enum FrameChannels {
                 }
             }
         do {
-            _ = try await connection.peer.get()
+            let peer = try await connection.peer.get()
+            if let expecting, !expecting.admits(peer) {
+                throw TransportError.unexpectedPeer(expected: expecting, presented: peer)
+            }
         } catch {
             await connection.close()
             throw error

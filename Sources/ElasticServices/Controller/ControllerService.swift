@@ -23,6 +23,11 @@ public struct ControllerConfiguration: Sendable {
     public var restore: String?
     /// The dashboard and `/metrics` (docs/observability.md).
     public var http = HTTPListenSettings(endpoint: Endpoint(host: "127.0.0.1", port: 9400), required: false)
+    /// Connections open at once at most; beyond it a new one is closed at once.
+    public var maximumConnections = 1024
+    /// Connections without a client certificate (or still in their handshake) at most: they
+    /// may only fetch the CA or bootstrap, so a few suffice; a flood of them is closed at once.
+    public var maximumUnauthenticatedConnections = 64
 
     public init(listen: Endpoint, dataDirectory: URL) {
         self.listen = listen
@@ -53,6 +58,9 @@ public struct ControllerService: Service {
     public func run() async throws {
         let paths = ControllerPaths(dataDirectory: configuration.dataDirectory)
         let authority = try paths.loadAuthority()
+        // One controller per data dir: a second one would append to the same journal.
+        let dataLock = try DataDirectoryLock.acquire(configuration.dataDirectory, holder: "controller")
+        defer { dataLock.release() }
         let identity = try paths.loadControllerIdentity()
         let tls = try TLSContexts.controller(identity: identity, ca: authority.certificate)
         var job: AcceptedJob?
@@ -117,6 +125,11 @@ public struct ControllerService: Service {
         var channelSettings = configuration.channel
         // Members heartbeat; a connection silent for several dead timeouts is gone for good.
         channelSettings.readTimeout = max(.seconds(30), configuration.membership.deadTimeout * 4)
+        // Control frames are small: a frame must arrive whole within 10 s, and one from a peer
+        // without a certificate (a CA request, a bootstrap) is at most 64 KiB.
+        channelSettings.frameDeadline = .seconds(10)
+        channelSettings.anonymousMaximumFrameSize = 64 << 10
+        let budget = ConnectionBudget(total: configuration.maximumConnections, unauthenticated: configuration.maximumUnauthenticatedConnections)
         let server: NIOAsyncChannel<FrameConnection, Never>
         do {
             server = try await FrameChannels.listen(host: configuration.listen.host, port: configuration.listen.port, tls: tls, settings: channelSettings)
@@ -163,7 +176,15 @@ public struct ControllerService: Service {
                 }
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
-                        group.addTask { await Self.serve(connection, state: state, logger: logger) }
+                        guard budget.open() else {
+                            budget.refused(logger: logger, remote: connection.remoteAddress)
+                            group.addTask { await connection.close() }
+                            continue
+                        }
+                        group.addTask {
+                            let authenticated = await Self.serve(connection, state: state, budget: budget, logger: logger)
+                            budget.closed(authenticated: authenticated)
+                        }
                     }
                 }
                 failed.finish()
@@ -179,15 +200,17 @@ public struct ControllerService: Service {
         logger.info("controller stopped")
     }
 
-    private static func serve(_ connection: FrameConnection, state: ControllerState, logger: Logger) async {
+    /// Serves one connection to its end; returns whether its peer was authenticated.
+    private static func serve(_ connection: FrameConnection, state: ControllerState, budget: ConnectionBudget, logger: Logger) async -> Bool {
         let peer: PeerIdentity
         do {
             peer = try await connection.peer.get()
         } catch {
             logger.notice("TLS handshake with \(connection.remoteAddress) failed: \(error)")
             await connection.close()
-            return
+            return false
         }
+        if peer.role != nil { budget.authenticated() }
         let (outbox, continuation) = AsyncStream<Outbound>.makeStream()
         let id = await state.register(peer: peer, remoteAddress: connection.remoteAddress, outbox: continuation)
         let error = await ConnectionPump.run(connection, outbox: outbox) { frame in
@@ -198,6 +221,65 @@ public struct ControllerService: Service {
             logger.debug("connection \(connection.remoteAddress) (\(peer.name ?? "anonymous")) ended: \(error)")
         }
         await state.disconnected(id)
+        return peer.role != nil
+    }
+}
+
+/// Open connections, and those not (yet) authenticated by a client certificate: the caps that
+/// keep a flood of connections from exhausting the controller's memory and file descriptors.
+final class ConnectionBudget: @unchecked Sendable {
+    private let lock = NSLock()
+    private let maximumTotal: Int
+    private let maximumUnauthenticated: Int
+    private var total = 0
+    private var unauthenticated = 0
+    private var refusedSinceReport = 0
+    private var lastReport = ContinuousClock.now - .seconds(60)
+
+    init(total: Int, unauthenticated: Int) {
+        maximumTotal = total
+        maximumUnauthenticated = unauthenticated
+    }
+
+    /// A new connection (unauthenticated until its handshake shows a certificate): false when
+    /// a cap is reached, and it must be closed.
+    func open() -> Bool {
+        lock.withLock {
+            guard total < maximumTotal, unauthenticated < maximumUnauthenticated else {
+                refusedSinceReport += 1
+                return false
+            }
+            total += 1
+            unauthenticated += 1
+            return true
+        }
+    }
+
+    /// The connection's peer presented a certificate of the cluster.
+    /// The connection's peer presented a certificate of the cluster.
+    func authenticated() {
+        lock.withLock { unauthenticated -= 1 }
+    }
+
+    /// The connection ended; `authenticated`: whether `authenticated()` was called for it.
+    func closed(authenticated: Bool) {
+        lock.withLock {
+            total -= 1
+            if !authenticated { unauthenticated -= 1 }
+        }
+    }
+
+    /// Logs refused connections at most every 10 s.
+    func refused(logger: Logger, remote: String) {
+        let report: Int? = lock.withLock {
+            guard ContinuousClock.now - lastReport >= .seconds(10) else { return nil }
+            lastReport = ContinuousClock.now
+            defer { refusedSinceReport = 0 }
+            return refusedSinceReport
+        }
+        if let report {
+            logger.warning("refused \(report) connection(s) (the last from \(remote)): at most \(maximumTotal) connections, \(maximumUnauthenticated) without a certificate")
+        }
     }
 }
 

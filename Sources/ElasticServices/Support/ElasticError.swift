@@ -17,6 +17,10 @@ public struct ElasticError: Error, Sendable, CustomStringConvertible, LocalizedE
     /// Turns a transport error met while talking to `endpoint` into a sentence for the user.
     public static func talking(to endpoint: Endpoint, _ error: any Error) -> ElasticError {
         if let error = error as? ElasticError { return error }
+        if let transport = error as? TransportError {
+            if case .unexpectedPeer = transport { return ElasticError("refusing \(endpoint): \(transport)") }
+            return ElasticError("\(transport) (talking to \(endpoint))")
+        }
         if let refused = error as? Refused {
             return ElasticError("the controller at \(endpoint) refused: \(refused.message)")
         }
@@ -45,9 +49,6 @@ public struct ElasticError: Error, Sendable, CustomStringConvertible, LocalizedE
         }
         if let channelError = error as? ChannelError, channelError == .ioOnClosedChannel || channelError == .alreadyClosed || channelError == .eof {
             return ElasticError("the controller at \(endpoint) closed the connection (under TLS 1.3 this is how a refused client certificate shows: check that it comes from this cluster's CA and is still valid)")
-        }
-        if let transport = error as? TransportError {
-            return ElasticError("\(transport) (talking to \(endpoint))")
         }
         return ElasticError("talking to \(endpoint) failed: \(text)")
     }

@@ -82,6 +82,8 @@ actor DataPlane {
         var settings = ChannelSettings()
         settings.maximumFrameSize = DataMessage.maximumFrameSize
         settings.readTimeout = nil
+        // A 512 MiB frame at 10 MB/s still arrives; a trickle that never ends does not.
+        settings.frameDeadline = .seconds(120)
         let server = try await FrameChannels.listen(host: host, port: port, tls: try TLSContexts.peerServer(identity: identity, ca: ca), settings: settings)
         self.server = server
         let bound = Endpoint(host: advertise ?? host, port: server.channel.localAddress?.port ?? port)
@@ -222,14 +224,19 @@ actor DataPlane {
         var settings = ChannelSettings()
         settings.maximumFrameSize = DataMessage.maximumFrameSize
         settings.readTimeout = nil
+        // A 512 MiB frame at 10 MB/s still arrives; a trickle that never ends does not.
+        settings.frameDeadline = .seconds(120)
         var delay = Duration.milliseconds(50)
         while configuration == epoch {
             do {
-                let connection = try await FrameChannels.connect(host: endpoint.host, port: endpoint.port, tls: try TLSContexts.mutualClient(identity: identity, ca: ca), settings: settings)
-                let identity = try await connection.peer.get()
-                guard identity.name == peer.value, identity.role == .node else {
-                    logger.error("the data-plane address \(endpoint) of \(peer) is served by \(identity.name ?? "an unknown peer"); not linking")
-                    await connection.close()
+                let connection: FrameConnection
+                do {
+                    connection = try await FrameChannels.connect(
+                        host: endpoint.host, port: endpoint.port, tls: try TLSContexts.mutualClient(identity: identity, ca: ca),
+                        expecting: .node(peer.value), settings: settings)
+                } catch let error as TransportError {
+                    guard case .unexpectedPeer = error else { throw error }
+                    logger.error("the data-plane address \(endpoint) of \(peer): \(error); not linking")
                     return
                 }
                 await run(connection, peer: peer, generation: generation, hello: true)

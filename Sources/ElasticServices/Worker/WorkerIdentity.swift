@@ -57,7 +57,7 @@ public enum JoinBootstrap {
         }
         progress("fetching the cluster CA from \(controller)")
         let fetched = ContinuousClock.now
-        let bundle = try await ControlClient.exchange(.caRequest, with: controller, tls: try TLSContexts.caDiscovery())
+        let bundle = try await ControlClient.exchange(.caRequest, with: controller, tls: try TLSContexts.caDiscovery(), expecting: nil)
         guard case .caBundle(let der) = bundle, let ca = try? Certificate(derEncoded: der) else {
             throw ElasticError("the controller at \(controller) did not send a CA certificate")
         }

@@ -84,7 +84,7 @@ public final class WorkerService: Service, Sendable {
             while !Task.isCancelled && !session.isLeaving {
                 let outcome: WorkerSessionOutcome
                 do {
-                    let connection = try await FrameChannels.connect(host: configuration.controller.host, port: configuration.controller.port, tls: tls)
+                    let connection = try await FrameChannels.connect(host: configuration.controller.host, port: configuration.controller.port, tls: tls, expecting: .controller)
                     let host = configuration.dataAdvertiseHost ?? (dataEndpoint.host == "0.0.0.0" || dataEndpoint.host == "::" ? connection.localIP ?? "127.0.0.1" : dataEndpoint.host)
                     outcome = await runSession(connection, trainer: trainer, dataAddress: Endpoint(host: host, port: dataEndpoint.port).description)
                 } catch {
