@@ -18,8 +18,11 @@ struct Join: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("The controller's address.", valueName: "host:port"))
     var controller: String
 
-    @Option(help: "A bootstrap token <id>.<secret> (first join only).")
+    @Option(help: ArgumentHelp("A bootstrap token <id>.<secret> (first join only).", discussion: "It shows in the process list: prefer --token-file or the ELASTIC_TOKEN environment variable."))
     var token: String?
+
+    @Option(help: ArgumentHelp("A file whose first line is the bootstrap token (first join only).", valueName: "path"))
+    var tokenFile: String?
 
     @Option(help: "The CA hash sha256:<hex> to pin (first join only).")
     var caHash: String?
@@ -42,6 +45,9 @@ struct Join: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where to serve this worker's /metrics (default: 127.0.0.1:0, a free loopback port, written to <data-dir>/http.address).", discussion: HTTPOption.help, valueName: "host:port|off"))
     var http: String?
 
+    @Option(name: .customLong("http-allow-host"), help: HTTPOption.allowHostHelp)
+    var httpAllowHosts: [String] = []
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -49,7 +55,10 @@ struct Join: AsyncParsableCommand {
             throw ValidationError("'\(controller)' is not HOST:PORT (for example 10.0.0.5:7400)")
         }
         try HTTPOption.validate(http)
-        if let token, case .failure(let error) = BootstrapTokens.parse(token) {
+        if token != nil && tokenFile != nil {
+            throw ValidationError("give the token once: --token or --token-file, not both")
+        }
+        if let token = try bootstrapToken(), case .failure(let error) = BootstrapTokens.parse(token) {
             throw ValidationError(error.explanation)
         }
         if let caHash, !(caHash.hasPrefix("sha256:") && caHash.count == 71 && caHash.dropFirst(7).allSatisfy(\.isHexDigit)) {
@@ -69,18 +78,35 @@ struct Join: AsyncParsableCommand {
         let endpoint = Endpoint(parsing: controller)!
         let directory = URL(fileURLWithPath: dataDirectory)
         try DataDirectory.prepare(directory)
+        // One worker per data dir: two would present the same node certificate.
+        let dataLock = try DataDirectoryLock.acquire(directory, holder: name.map { "worker \($0)" } ?? "worker")
+        defer { dataLock.release() }
         let configuration = try await WorkerConfiguration.prepare(
-            controller: endpoint, token: token, caHash: caHash, name: name ?? defaultName(),
+            controller: endpoint, token: try bootstrapToken(), caHash: caHash, name: name ?? defaultName(),
             dataDirectory: directory, softwareVersion: Elastic.version, computeThreads: computeThreads, logger: logger)
         var worker = configuration
         worker.dataListen = Endpoint(parsing: dataListen)!
         worker.dataAdvertiseHost = dataAdvertise
-        worker.http = HTTPOption.settings(http, default: Endpoint(host: "127.0.0.1", port: 0))
+        worker.http = HTTPOption.settings(http, default: Endpoint(host: "127.0.0.1", port: 0), allowedHosts: httpAllowHosts)
         worker.httpAddressFile = HTTPListenSettings.addressFile(dataDirectory: directory)
         let service = WorkerService(configuration: worker, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// The bootstrap token: --token, the first line of --token-file, or $ELASTIC_TOKEN.
+    func bootstrapToken() throws -> String? {
+        if let token { return token }
+        if let tokenFile {
+            guard let data = FileManager.default.contents(atPath: tokenFile) else {
+                throw ValidationError("cannot read --token-file \(tokenFile)")
+            }
+            let line = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+            return line.trimmingCharacters(in: .whitespaces)
+        }
+        if let value = ProcessInfo.processInfo.environment["ELASTIC_TOKEN"], !value.isEmpty { return value }
+        return nil
     }
 
     private func defaultName() -> String {

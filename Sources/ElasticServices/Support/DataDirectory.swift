@@ -23,3 +23,51 @@ public enum DataDirectory {
         }
     }
 }
+
+/// An exclusive lock on a data dir, held while a controller or a worker uses it: a second
+/// process on the same dir would append to the same journal or present the same node
+/// certificate (a split brain). `flock` on `<dir>/lock`, which names the holder; the kernel
+/// releases it when the process ends, however it ends, so a crash never leaves a stale lock.
+public final class DataDirectoryLock: @unchecked Sendable {
+    private let descriptor: Int32
+    private let lock = NSLock()
+    private var released = false
+
+    private init(descriptor: Int32) { self.descriptor = descriptor }
+
+    /// Takes the lock of `directory` for `holder` (`controller`, `worker w1`), or throws an
+    /// error naming the process that holds it.
+    public static func acquire(_ directory: URL, holder: String) throws -> DataDirectoryLock {
+        let path = directory.appendingPathComponent("lock").path
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw ElasticError("cannot open the data dir's lock file \(path): \(String(cString: strerror(errno)))")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            var buffer = [UInt8](repeating: 0, count: 256)
+            let count = pread(descriptor, &buffer, buffer.count, 0)
+            close(descriptor)
+            guard code == EWOULDBLOCK else {
+                throw ElasticError("cannot lock the data dir \(directory.path): \(String(cString: strerror(code)))")
+            }
+            let owner = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw ElasticError("the data dir \(directory.path) is in use by another elastic process (\(owner.isEmpty ? "holder unknown" : owner)); stop it first, or give this one its own --data-dir")
+        }
+        let text = Array("pid \(getpid()), \(holder)\n".utf8)
+        _ = ftruncate(descriptor, 0)
+        _ = text.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
+        return DataDirectoryLock(descriptor: descriptor)
+    }
+
+    /// Releases the lock (also done when the process exits).
+    public func release() {
+        lock.withLock {
+            guard !released else { return }
+            released = true
+            close(descriptor)
+        }
+    }
+
+    deinit { release() }
+}
