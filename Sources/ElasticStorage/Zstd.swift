@@ -55,6 +55,11 @@ extension Zstd {
     /// The compression levels this libzstd accepts (negative levels are the "fast" ones).
     public static var levels: ClosedRange<Int32> { ZSTD_minCLevel()...ZSTD_maxCLevel() }
 
+    /// The most a zstd frame can expand: a block holds at most 128 KiB and takes at least 4
+    /// bytes (an RLE block: 3 of header, 1 of content). A frame that claims more per stored byte
+    /// is damaged or a decompression bomb, and is refused before anything is allocated.
+    public static let maximumExpansion = 32_768
+
     /// The largest frame `count` bytes can compress to.
     public static func compressBound(_ count: Int) -> Int { ZSTD_compressBound(count) }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ElasticNumerics
 
 /// How `writeLayers` stores tensors. The defaults were chosen by measurement
@@ -146,8 +149,28 @@ final class TensorDecoder {
         }
     }
 
+    /// Before anything is allocated for a tensor: the sizes its manifest declares agree with
+    /// its stored bytes (a zstd frame's header records the raw size), and this process can get
+    /// the memory (a refused allocation is an error here, not an abort later).
+    static func checkDeclaredSize(_ stored: UnsafeRawBufferPointer, _ record: CheckpointTensorRecord, buffers: Int) throws(Failure) {
+        if record.codec == .zstd {
+            guard let recorded = Zstd.frameContentSize(stored) else {
+                throw Failure(kind: .decompression, detail: "the stored bytes are not a zstd frame that records its size")
+            }
+            guard recorded == UInt64(record.rawBytes) else {
+                throw Failure(kind: .decompression, detail: "the zstd frame holds \(recorded) bytes, but the manifest declares \(record.rawBytes)")
+            }
+        }
+        let needed = record.rawBytes * buffers
+        guard let probe = malloc(max(1, needed)) else {
+            throw Failure(kind: .decompression, detail: "cannot allocate \(needed >> 20) MiB to decode \(record.rawBytes >> 20) MiB of floats (the process's memory limit)")
+        }
+        free(probe)
+    }
+
     /// The tensor's floats, fully checked. `stored` must hold exactly `record.storedBytes`.
     func decode(_ stored: UnsafeRawBufferPointer, _ record: CheckpointTensorRecord) throws(Failure) -> [Float] {
+        try Self.checkDeclaredSize(stored, record, buffers: record.transform == .byteplane4 ? 2 : 1)
         var values = [Float](repeating: 0, count: record.rawBytes / 4)
         try values.withUnsafeMutableBufferPointer { (floats) throws(Failure) in try decode(stored, record, into: floats) }
         return values
@@ -155,6 +178,7 @@ final class TensorDecoder {
 
     /// Runs every check of `decode` without keeping the floats.
     func check(_ stored: UnsafeRawBufferPointer, _ record: CheckpointTensorRecord) throws(Failure) {
+        try Self.checkDeclaredSize(stored, record, buffers: record.transform == .byteplane4 ? 2 : 1)
         let count = record.rawBytes / 4
         if scratch.count < count { scratch = [Float](repeating: 0, count: count) }
         try scratch.withUnsafeMutableBufferPointer { (floats) throws(Failure) in

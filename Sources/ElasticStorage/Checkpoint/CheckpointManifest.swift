@@ -328,6 +328,9 @@ extension CheckpointBlobRecord {
             guard tensor.codec != .none || tensor.storedBytes == tensor.rawBytes else {
                 throw invalid("tensor \(tensor.name) is stored uncompressed but its stored size \(tensor.storedBytes) differs from its raw size \(tensor.rawBytes)")
             }
+            guard tensor.codec != .zstd || tensor.rawBytes / Zstd.maximumExpansion <= tensor.storedBytes else {
+                throw invalid("tensor \(tensor.name) declares \(tensor.rawBytes) raw bytes from \(tensor.storedBytes) stored, more than zstd can expand (a decompression bomb, or damage)")
+            }
             guard CheckpointChecksum.parse(tensor.rawXXH64) != nil, CheckpointChecksum.parse(tensor.storedXXH64) != nil else {
                 throw invalid("tensor \(tensor.name) has a checksum that is not 16 hex digits")
             }
