@@ -32,8 +32,9 @@ public struct BootstrapTokens: Sendable, Equatable {
 
         public var explanation: String {
             switch self {
-            case .unknown(let id): return "token \(id) is not known to this controller (never created, revoked, or pruned); create one with 'elastic token create'"
-            case .wrongSecret(let id): return "token \(id) has a wrong secret; copy the whole token printed by 'elastic token create'"
+            // The same answer for both, so that nobody learns which token ids exist.
+            case .unknown(let id), .wrongSecret(let id):
+                return "token \(id) is not valid here (unknown, revoked, or a wrong secret); copy the whole token printed by 'elastic token create', or create a new one"
             case .expired(let id, _): return "token \(id) has expired; create a new one with 'elastic token create'"
             case .exhausted(let id, let uses): return "token \(id) was already used \(uses) time(s), its limit; create a new one with 'elastic token create --uses N'"
             }
@@ -75,15 +76,21 @@ public struct BootstrapTokens: Sendable, Equatable {
     /// Spends one use of the token if its secret hash matches and it is neither expired nor
     /// used up. A refused redeem changes nothing.
     public mutating func redeem(id: String, secretHash: [UInt8], now: Int64) -> Result<Void, Refusal> {
-        guard var record = records[id] else { return .failure(.unknown(id: id)) }
-        guard constantTimeEqual(record.secretHash, secretHash) else { return .failure(.wrongSecret(id: id)) }
-        if let expiresAt = record.expiresAt, now >= expiresAt { return .failure(.expired(id: id, at: expiresAt)) }
-        if let left = record.usesLeft {
-            guard left > 0 else { return .failure(.exhausted(id: id, uses: record.uses)) }
-            record.usesLeft = left - 1
-        }
+        if case .failure(let refusal) = check(id: id, secretHash: secretHash, now: now) { return .failure(refusal) }
+        var record = records[id]!
+        if let left = record.usesLeft { record.usesLeft = left - 1 }
         record.uses = record.uses == .max ? .max : record.uses + 1
         records[id] = record
+        return .success(())
+    }
+
+    /// Whether `redeem` would succeed, without spending a use: checked before any work is done
+    /// for the request (signing its CSR, say).
+    public func check(id: String, secretHash: [UInt8], now: Int64) -> Result<Void, Refusal> {
+        guard let record = records[id] else { return .failure(.unknown(id: id)) }
+        guard constantTimeEqual(record.secretHash, secretHash) else { return .failure(.wrongSecret(id: id)) }
+        if let expiresAt = record.expiresAt, now >= expiresAt { return .failure(.expired(id: id, at: expiresAt)) }
+        if let left = record.usesLeft, left == 0 { return .failure(.exhausted(id: id, uses: record.uses)) }
         return .success(())
     }
 

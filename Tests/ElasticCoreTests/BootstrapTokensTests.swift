@@ -113,6 +113,8 @@ struct BootstrapTokensTests {
     @Test func refusalsExplainWhatToDo() {
         #expect(BootstrapTokens.Refusal.unknown(id: "abc123").explanation.contains("elastic token create"))
         #expect(BootstrapTokens.Refusal.wrongSecret(id: "abc123").explanation.contains("wrong secret"))
+        // Unknown and wrong secret read the same (but for the id the caller sent).
+        #expect(BootstrapTokens.Refusal.wrongSecret(id: "abc123").explanation == BootstrapTokens.Refusal.unknown(id: "abc123").explanation)
         #expect(BootstrapTokens.Refusal.expired(id: "abc123", at: 5).explanation.contains("expired"))
         #expect(BootstrapTokens.Refusal.exhausted(id: "abc123", uses: 4).explanation.contains("--uses"))
     }

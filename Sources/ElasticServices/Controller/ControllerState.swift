@@ -40,6 +40,9 @@ actor ControllerState {
     /// connection stays open (without membership) until the plan that copies from them is
     /// ready, or `handOffTimeout` passes.
     private var departing: [NodeID: (connection: Int, since: Timestamp)] = [:]
+    /// Failed bootstraps per source address: a flood is refused unheard.
+    private var bootstrapFailures = FailureLimiter()
+    private var lastSuppressedReport = Timestamp.zero
     private let handOffTimeout: Duration = .seconds(30)
     private let baseDirectory: URL
     /// The durable state: every change is recorded here before it is acted on.
@@ -183,6 +186,7 @@ actor ControllerState {
         let directives = membership.onTick(now: now)
         apply(directives, requester: nil)
         trainingDirectives { $0.onTick(now: now) }
+        reportSuppressedBootstraps(now: now)
         for (node, entry) in departing where now.since(entry.since) > handOffTimeout {
             logger.warning("\(node) did not hand off its state within \(handOffTimeout.shortDescription); letting it go")
             release(node)
@@ -303,18 +307,31 @@ actor ControllerState {
 
     // MARK: - Bootstrap and tokens
 
+    /// A bootstrap: the cheap checks first (the source's failure budget, the token's form, the
+    /// name, the token itself), the CSR's signature check and signing only for a good token,
+    /// and the token's use spent last.
     private func bootstrap(_ id: Int, _ request: BootstrapRequest) {
         let address = connections[id]?.remoteAddress ?? "?"
+        let source = Self.host(of: address)
+        let now = MonotonicClock.now()
+        guard bootstrapFailures.admits(source, now: now) else {
+            // Unheard: no token check, no log line, no event (a summary is logged by the tick).
+            return refuse(id, Refused(.badToken, "too many failed bootstraps from \(source); wait \(bootstrapFailures.settings.refill.shortDescription) and retry with a valid token"))
+        }
         func deny(_ code: Refused.Code, _ reason: String) {
-            logger.warning("refused bootstrap of '\(request.name)' from \(address): \(reason)")
-            events.recordBootstrap(node: request.name, address: address, outcome: "refused", reason: reason, generation: membership.generation)
+            bootstrapFailures.failed(source, now: now)
+            logger.warning("refused bootstrap of '\(request.name.prefix(64))' from \(address): \(reason)")
+            events.recordBootstrap(node: String(request.name.prefix(64)), address: address, outcome: "refused", reason: reason, generation: membership.generation)
             refuse(id, Refused(code, reason))
         }
         guard case .success(let parsed) = BootstrapTokens.parse(request.token) else {
             return deny(.badToken, BootstrapTokens.TokenFormatError().explanation)
         }
+        if case .failure(let refusal) = tokens.check(id: parsed.id, secret: parsed.secret, now: MonotonicClock.wallSeconds()) {
+            return deny(.badToken, refusal.explanation)
+        }
         if let problem = NodeID.problem(with: request.name) {
-            return deny(.badRequest, "invalid node name '\(request.name)': \(problem)")
+            return deny(.badRequest, "invalid node name '\(request.name.prefix(64))': \(problem)")
         }
         let node = NodeID(request.name)
         if membership.members[node] != nil {
@@ -335,6 +352,24 @@ actor ControllerState {
             send(id, .bootstrapGranted(BootstrapGranted(node: node, certificateDER: certificate.derBytes, caDER: authority.certificate.derBytes)))
             close(id, grace: .seconds(1))
         }
+    }
+
+    /// The address part of `ip:port` or `[v6]:port`.
+    static func host(of address: String) -> String {
+        if address.hasPrefix("["), let close = address.firstIndex(of: "]") {
+            return String(address[address.index(after: address.startIndex)..<close])
+        }
+        return address.lastIndex(of: ":").map { String(address[..<$0]) } ?? address
+    }
+
+    /// Logs how many bootstraps the rate limit refused unheard, at most every 10 s.
+    private func reportSuppressedBootstraps(now: Timestamp) {
+        guard bootstrapFailures.suppressed > 0, now.since(lastSuppressedReport) >= .seconds(10) else { return }
+        lastSuppressedReport = now
+        let (attempts, sources) = bootstrapFailures.takeSuppressed()
+        let text = "\(attempts) bootstrap attempt(s) from \(sources) address(es) refused unheard: too many failures (rate limit)"
+        logger.warning("\(text)")
+        events.note(text, kind: "bootstrap")
     }
 
     private func createToken(_ id: Int, _ request: TokenCreate) {

@@ -85,8 +85,9 @@ final class LedgerFile: @unchecked Sendable {
     init(file: URL) {
         self.file = file
         if !FileManager.default.fileExists(atPath: file.path) {
-            _ = FileManager.default.createFile(atPath: file.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600])
         }
+        _ = chmod(file.path, 0o600)
         handle = try? FileHandle(forWritingTo: file)
         _ = try? handle?.seekToEnd()
     }

@@ -3,9 +3,14 @@ import Foundation
 import Logging
 
 /// The controller's append-only record of membership changes: one JSON object per line in
-/// `<data-dir>/events.jsonl`, each written with a single `write` and also logged.
+/// `<data-dir>/events.jsonl`, each written with a single `write` and also logged. Bounded: past
+/// `maximumBytes` the file moves to `events.jsonl.1` (replacing the previous one) and a new one
+/// starts, so a flood cannot fill the disk.
 final class EventLog: @unchecked Sendable {
-    private let handle: FileHandle?
+    static let maximumBytes = 16 << 20
+    private var handle: FileHandle?
+    private let file: URL
+    private var bytes = 0
     private let logger: Logger
     private let lock = NSLock()
     private let formatter: ISO8601DateFormatter = {
@@ -16,12 +21,15 @@ final class EventLog: @unchecked Sendable {
 
     init(file: URL, logger: Logger) throws {
         if !FileManager.default.fileExists(atPath: file.path) {
-            guard FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o644]) else {
+            guard FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
                 throw ElasticError("cannot create the event log \(file.path): check the data dir's permissions")
             }
         }
+        // Node names, addresses and token ids: for the operator only, like the journal.
+        _ = chmod(file.path, 0o600)
         handle = try FileHandle(forWritingTo: file)
-        _ = try handle?.seekToEnd()
+        bytes = Int(try handle?.seekToEnd() ?? 0)
+        self.file = file
         self.logger = logger
     }
 
@@ -86,10 +94,24 @@ final class EventLog: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         do {
+            if bytes + data.count + 1 > Self.maximumBytes { try rotate() }
             try handle?.write(contentsOf: data + Data("\n".utf8))
+            bytes += data.count + 1
         } catch {
             logger.error("cannot append to the event log: \(error)")
         }
+    }
+
+    /// `events.jsonl` becomes `events.jsonl.1`; a new, empty one takes its place.
+    private func rotate() throws {
+        try handle?.close()
+        let previous = file.appendingPathExtension("1")
+        _ = rename(file.path, previous.path)
+        guard FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw ElasticError("cannot start a new event log \(file.path) after moving the full one to \(previous.lastPathComponent)")
+        }
+        handle = try FileHandle(forWritingTo: file)
+        bytes = 0
     }
 
     // MARK: - Recent events (the dashboard's)

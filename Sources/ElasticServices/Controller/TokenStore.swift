@@ -64,6 +64,11 @@ struct TokenStore {
         return (id, "\(id).\(secret)", expiresAt)
     }
 
+    /// Whether `redeem` would succeed, without spending a use.
+    func check(id: String, secret: String, now: Int64) -> Result<Void, BootstrapTokens.Refusal> {
+        registry.check(id: id, secretHash: Self.hash(secret: secret), now: now)
+    }
+
     /// Spends a use; the registry changes (and is saved) only on success.
     mutating func redeem(id: String, secret: String, now: Int64) -> Result<Void, BootstrapTokens.Refusal> {
         let before = registry
