@@ -141,7 +141,8 @@ def parse_help(path, text):
     for m in re.finditer(r"--([A-Za-z0-9-]+)(?: <[^>]+>)?|<([^>]+)>", text_usage):
         if m.group(1):
             page.required_options.add(m.group(1))
-        elif m.group(2) != "subcommand":
+        elif m.group(2) not in ("subcommand", "options"):
+            # `<options>`: ArgumentParser's short form of a usage line too long to print.
             page.required_arguments += 1
     return page
 

@@ -47,6 +47,9 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where to serve the dashboard (/), its data (/api/state) and /metrics (default: 127.0.0.1:9400; when that port is taken the controller runs without them).", discussion: HTTPOption.help, valueName: "host:port|off"))
     var http: String?
 
+    @Option(name: .customLong("http-allow-host"), help: HTTPOption.allowHostHelp)
+    var httpAllowHosts: [String] = []
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -82,7 +85,7 @@ struct ControllerCommand: AsyncParsableCommand {
         configuration.jobFile = job.map { URL(fileURLWithPath: $0) }
         configuration.restore = restore.map { $0 == "latest" || $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: $0).standardizedFileURL.path }
         configuration.nodeCertificateLifetime = Double(try parseDuration(nodeCertLifetime, option: "--node-cert-lifetime").milliseconds) / 1000
-        configuration.http = HTTPOption.settings(http, default: Endpoint(host: "127.0.0.1", port: 9400))
+        configuration.http = HTTPOption.settings(http, default: Endpoint(host: "127.0.0.1", port: 9400), allowedHosts: httpAllowHosts)
         let service = ControllerService(configuration: configuration, logger: logger) { bound in
             FileHandle.standardOutput.write(Data("elastic controller listening on \(bound)\n".utf8))
         }

@@ -16,11 +16,14 @@ public struct HTTPListenSettings: Sendable {
     /// The registry the metrics are made in; the CLI passes the one it bootstrapped
     /// swift-metrics with. Nil: one of this service's own.
     public var registry: PrometheusCollectorRegistry?
+    /// Host names requests may use besides IP addresses and `localhost` (`--http-allow-host`).
+    public var allowedHosts: [String]
 
-    public init(endpoint: Endpoint?, required: Bool, registry: PrometheusCollectorRegistry? = nil) {
+    public init(endpoint: Endpoint?, required: Bool, registry: PrometheusCollectorRegistry? = nil, allowedHosts: [String] = []) {
         self.endpoint = endpoint
         self.required = required
         self.registry = registry
+        self.allowedHosts = allowedHosts
     }
 
     /// The file in `directory` in which a running process records its HTTP address.
@@ -36,7 +39,7 @@ public struct HTTPListenSettings: Sendable {
         guard let endpoint else { return nil }
         let server: StatusHTTPServer
         do {
-            server = try await StatusHTTPServer.bind(endpoint)
+            server = try await StatusHTTPServer.bind(endpoint, allowedHosts: allowedHosts)
         } catch {
             if required { throw error }
             logger.warning("no dashboard or metrics: \(error)")

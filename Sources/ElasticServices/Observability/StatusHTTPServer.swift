@@ -27,6 +27,10 @@ public struct HTTPReply: Sendable {
 /// (unauthenticated, read-only, loopback by default), GET and HEAD only (anything else is 405),
 /// one request per connection, an idle connection closed after 10 s. Each connection is its own
 /// task (as in NIOTCPEchoServer), so a slow client cannot hold up the others.
+///
+/// A request's `Host` must be an IP address, `localhost`, or a name the operator allowed
+/// (`--http-allow-host`): a page on another site cannot read `/api/state` by pointing its own
+/// host name at this address (DNS rebinding). Others get 403.
 public final class StatusHTTPServer: Sendable {
     /// Answers a GET of `path` (without the query); nil is a 404.
     public typealias Route = @Sendable (_ path: String) async -> HTTPReply?
@@ -34,14 +38,17 @@ public final class StatusHTTPServer: Sendable {
     private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
     /// The bound address (port 0 asks for a free port).
     public let address: Endpoint
+    /// Host names besides IP addresses and `localhost` that requests may name (lowercase).
+    private let allowedHosts: Set<String>
 
-    private init(channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>, address: Endpoint) {
+    private init(channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>, address: Endpoint, allowedHosts: Set<String>) {
         self.channel = channel
         self.address = address
+        self.allowedHosts = allowedHosts
     }
 
     /// Binds `endpoint`; throws an `ElasticError` that names the address when it cannot.
-    public static func bind(_ endpoint: Endpoint, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> StatusHTTPServer {
+    public static func bind(_ endpoint: Endpoint, allowedHosts: [String] = [], group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> StatusHTTPServer {
         let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
         do {
             channel = try await ServerBootstrap(group: group)
@@ -61,7 +68,7 @@ public final class StatusHTTPServer: Sendable {
             throw ElasticError("cannot serve HTTP on \(endpoint): \(reason); choose another address with --http HOST:PORT (port 0 picks a free one) or turn it off with --http off")
         }
         let port = channel.channel.localAddress?.port ?? endpoint.port
-        return StatusHTTPServer(channel: channel, address: Endpoint(host: endpoint.host, port: port))
+        return StatusHTTPServer(channel: channel, address: Endpoint(host: endpoint.host, port: port), allowedHosts: Set(allowedHosts.map { $0.lowercased() }))
     }
 
     /// Serves until `close()`; each request is answered by `route`.
@@ -70,7 +77,7 @@ public final class StatusHTTPServer: Sendable {
             try await channel.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in inbound {
-                        group.addTask { await Self.serve(connection, route: route, logger: logger) }
+                        group.addTask { [allowedHosts] in await Self.serve(connection, allowedHosts: allowedHosts, route: route, logger: logger) }
                     }
                 }
             }
@@ -83,7 +90,7 @@ public final class StatusHTTPServer: Sendable {
         channel.channel.close(promise: nil)
     }
 
-    private static func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, route: Route, logger: Logger) async {
+    private static func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, allowedHosts: Set<String>, route: Route, logger: Logger) async {
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var head: HTTPRequestHead?
@@ -95,7 +102,7 @@ public final class StatusHTTPServer: Sendable {
                         continue
                     case .end:
                         guard let request = head else { return }
-                        let reply = await answer(request, route: route)
+                        let reply = await answer(request, allowedHosts: allowedHosts, route: route)
                         var headers = HTTPHeaders()
                         headers.add(name: "Content-Type", value: reply.contentType)
                         headers.add(name: "Content-Length", value: String(reply.body.count))
@@ -116,13 +123,42 @@ public final class StatusHTTPServer: Sendable {
         }
     }
 
-    /// GET and HEAD of known paths; 405 for other methods, 404 for other paths.
-    static func answer(_ request: HTTPRequestHead, route: Route) async -> HTTPReply {
+    /// GET and HEAD of known paths; 403 for a Host this listener does not serve, 405 for other
+    /// methods, 404 for other paths.
+    static func answer(_ request: HTTPRequestHead, allowedHosts: Set<String> = [], route: Route) async -> HTTPReply {
+        let hosts = request.headers["Host"]
+        guard hosts.count <= 1, hosts.allSatisfy({ isServed(host: $0, allowed: allowedHosts) }) else {
+            let named = hosts.first.map { "'\($0.prefix(100))'" } ?? "several hosts"
+            return .text("Host \(named) is not served here: use the IP address, localhost, or start the listener with --http-allow-host NAME\n", status: .forbidden)
+        }
         guard request.method == .GET || request.method == .HEAD else {
             return .text("\(request.method.rawValue) is not allowed: this listener is read-only (GET and HEAD)\n", status: .methodNotAllowed)
         }
         let path = String(request.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
         return await route(path) ?? .text("no page at \(path); try / (dashboard), /metrics or /api/state\n", status: .notFound)
+    }
+}
+
+extension StatusHTTPServer {
+    /// Whether a `Host` header value (`name`, `name:port`, `[v6]:port`) names an IP address,
+    /// `localhost`, or an allowed name.
+    static func isServed(host value: String, allowed: Set<String>) -> Bool {
+        var host = Substring(value.trimmingCharacters(in: .whitespaces))
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return false }
+            let rest = host[host.index(after: close)...]
+            guard rest.isEmpty || (rest.hasPrefix(":") && rest.dropFirst().allSatisfy(\.isNumber)) else { return false }
+            var address = in6_addr()
+            return inet_pton(AF_INET6, String(host[host.index(after: host.startIndex)..<close]), &address) == 1
+        }
+        if let colon = host.lastIndex(of: ":") {
+            guard host[host.index(after: colon)...].allSatisfy(\.isNumber) else { return false }
+            host = host[..<colon]
+        }
+        let name = host.lowercased()
+        if name == "localhost" || allowed.contains(name) { return true }
+        var address = in_addr()
+        return inet_pton(AF_INET, name, &address) == 1
     }
 }
 
