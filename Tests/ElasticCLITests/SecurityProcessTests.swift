@@ -57,15 +57,23 @@ struct SecurityProcessTests {
         }
     }
 
+    /// A controller on loopback with its data dir `ctl` (no HTTP), a token good for `uses`
+    /// joins, and the CA hash.
+    private static func startController(in directory: URL, processes: ProcessGroup, uses: Int = 2) async throws
+        -> (controller: SpawnedProcess, address: String, token: String, hash: String) {
+        _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
+        let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off"])
+        let addressFile = directory.appendingPathComponent("ctl/controller.address")
+        try await waitUntil("the controller to listen") { FileManager.default.fileExists(atPath: addressFile.path) }
+        let address = try String(contentsOf: addressFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try await CLI.run(["token", "create", "--data-dir", "ctl", "--uses", String(uses)], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let hash = try await CLI.run(["certs", "hash", "--dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        return (controller, address, token, hash)
+    }
+
     @Test func aNodeCertificateCannotPoseAsTheController() async throws {
         try await withProcesses("elastic-fake-controller") { directory, processes in
-            _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
-            let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off"])
-            let addressFile = directory.appendingPathComponent("ctl/controller.address")
-            try await waitUntil("the controller to listen") { FileManager.default.fileExists(atPath: addressFile.path) }
-            let address = try String(contentsOf: addressFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            let token = try await CLI.run(["token", "create", "--data-dir", "ctl", "--uses", "2"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            let hash = try await CLI.run(["certs", "hash", "--dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let (controller, address, token, hash) = try await Self.startController(in: directory, processes: processes)
             // The attacker: a worker that joined honestly and so holds a node certificate.
             let insider = try processes.spawn(name: "insider", ["join", address, "--token", token, "--ca-hash", hash, "--name", "insider", "--data-dir", "insider", "--data-listen", "127.0.0.1:0", "--http", "off"])
             try await waitUntil("the insider to join") { insider.stderr.contains("joined as member") }
@@ -96,25 +104,18 @@ struct SecurityProcessTests {
 
     @Test func aSecondProcessOnADataDirExitsNamingTheHolder() async throws {
         try await withProcesses("elastic-data-dir-lock") { directory, processes in
-            _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
-            let first = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off"])
-            try await waitUntil("the controller to listen") { FileManager.default.fileExists(atPath: directory.appendingPathComponent("ctl/controller.address").path) }
+            let (first, address, token, hash) = try await Self.startController(in: directory, processes: processes)
             let second = try await CLI.run(["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off"], in: directory, deadline: .seconds(20))
             #expect(second.status != 0)
             #expect(second.stderr.contains("is in use by another elastic process (pid \(first.pid), controller)"), "\(second.stderr)")
-            let journal = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("ctl/journal").path)
             #expect(first.process.isRunning, "the first controller must keep running")
 
             // Two workers on one data dir: the second exits before it talks to anyone.
-            let address = try String(contentsOf: directory.appendingPathComponent("ctl/controller.address"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            let token = try await CLI.run(["token", "create", "--data-dir", "ctl", "--uses", "2"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            let hash = try await CLI.run(["certs", "hash", "--dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let worker = try processes.spawn(name: "w1", ["join", address, "--token", token, "--ca-hash", hash, "--name", "w1", "--data-dir", "w1", "--data-listen", "127.0.0.1:0", "--http", "off"])
             try await waitUntil("w1 to join") { worker.stderr.contains("joined as member") }
             let twin = try await CLI.run(["join", address, "--name", "w1", "--data-dir", "w1", "--data-listen", "127.0.0.1:0", "--http", "off"], in: directory, deadline: .seconds(20))
             #expect(twin.status != 0 && twin.stderr.contains("pid \(worker.pid), worker w1"), "\(twin.stderr)")
             #expect(worker.process.isRunning)
-            _ = journal
 
             // Once the holder is gone (even by SIGKILL), the data dir is free again.
             first.signal(SIGKILL)
@@ -190,14 +191,8 @@ struct SecurityProcessTests {
     /// rest at the handshake deadline, its memory stays small, and a member keeps its session.
     @Test func aFloodOfStalledConnectionsIsCutOffAndAMemberKeepsItsSession() async throws {
         try await withProcesses("elastic-flood") { directory, processes in
-            _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
-            let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off"])
-            let addressFile = directory.appendingPathComponent("ctl/controller.address")
-            try await waitUntil("the controller to listen") { FileManager.default.fileExists(atPath: addressFile.path) }
-            let address = try String(contentsOf: addressFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let (controller, address, token, hash) = try await Self.startController(in: directory, processes: processes, uses: 1)
             let port = Int(address.split(separator: ":").last ?? "") ?? 0
-            let token = try await CLI.run(["token", "create", "--data-dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            let hash = try await CLI.run(["certs", "hash", "--dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let worker = try processes.spawn(name: "w1", ["join", address, "--token", token, "--ca-hash", hash, "--name", "w1", "--data-dir", "w1", "--data-listen", "127.0.0.1:0", "--http", "off"])
             try await waitUntil("w1 to join") { worker.stderr.contains("joined as member") }
 
