@@ -62,9 +62,15 @@ final class FrameCodecHandler: ChannelDuplexHandler {
     private let frameDeadline: Duration?
     private let anonymousMaximumFrameSize: Int?
     private var frameTimer: Scheduled<Void>?
+    /// The limit after the first frame, while the first one has a smaller one.
+    private var afterFirstFrame: Int?
 
-    init(maximumFrameSize: Int, frameDeadline: Duration? = nil, anonymousMaximumFrameSize: Int? = nil) {
+    init(maximumFrameSize: Int, frameDeadline: Duration? = nil, anonymousMaximumFrameSize: Int? = nil, firstFrameMaximumSize: Int? = nil) {
         decoder = FrameDecoder(maximumFrameSize: maximumFrameSize)
+        if let first = firstFrameMaximumSize, first < maximumFrameSize {
+            decoder.maximumFrameSize = max(Frame.headerSize, first)
+            afterFirstFrame = maximumFrameSize
+        }
         self.frameDeadline = frameDeadline
         self.anonymousMaximumFrameSize = anonymousMaximumFrameSize
     }
@@ -78,6 +84,10 @@ final class FrameCodecHandler: ChannelDuplexHandler {
                 // A whole frame: the next one gets its own deadline.
                 frameTimer?.cancel()
                 frameTimer = nil
+                if let limit = afterFirstFrame {
+                    decoder.maximumFrameSize = limit
+                    afterFirstFrame = nil
+                }
                 context.fireChannelRead(wrapInboundOut(frame))
             }
         } catch {
@@ -126,7 +136,8 @@ final class FrameCodecHandler: ChannelDuplexHandler {
         // A peer without a certificate may only ask for the CA or bootstrap: small frames.
         if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls, let limit = anonymousMaximumFrameSize,
            (try? context.pipeline.syncOperations.nioSSL_peerCertificate()) == nil {
-            decoder = FrameDecoder(maximumFrameSize: max(Frame.headerSize, limit))
+            decoder.maximumFrameSize = max(Frame.headerSize, min(limit, decoder.maximumFrameSize))
+            afterFirstFrame = afterFirstFrame.map { min($0, limit) }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -229,6 +240,9 @@ public struct ChannelSettings: Sendable {
     public var frameDeadline: Duration? = .seconds(30)
     /// The largest frame a peer without a client certificate may send (nil: `maximumFrameSize`).
     public var anonymousMaximumFrameSize: Int? = nil
+    /// The largest first frame a peer may send (a hello), before it has said who it is in the
+    /// protocol (nil: `maximumFrameSize`).
+    public var firstFrameMaximumSize: Int? = nil
 
     public init() {}
 }
@@ -251,7 +265,7 @@ public enum FrameChannels {
         }
         try sync.addHandler(FrameCodecHandler(
             maximumFrameSize: settings.maximumFrameSize, frameDeadline: settings.frameDeadline,
-            anonymousMaximumFrameSize: settings.anonymousMaximumFrameSize))
+            anonymousMaximumFrameSize: settings.anonymousMaximumFrameSize, firstFrameMaximumSize: settings.firstFrameMaximumSize))
         // A handshake that never completes (a client that opens and stalls) is cut off.
         let handshake = channel.eventLoop.scheduleTask(in: .nanoseconds(settings.handshakeTimeout.nanosecondsClamped)) {
             channel.close(promise: nil)

@@ -44,7 +44,11 @@ public struct Frame: Sendable, Equatable {
 /// Cuts a byte stream into frames. Feed it bytes as they arrive and pull frames until it
 /// returns nil; any error is final for the connection.
 public struct FrameDecoder: Sendable {
-    public let maximumFrameSize: Int
+    /// Frames longer than this are refused from their length field on, before their bytes are
+    /// buffered; it may change between frames (a limit for a connection's first frame, say).
+    public var maximumFrameSize: Int {
+        willSet { precondition(newValue >= Frame.headerSize, "maximumFrameSize must hold at least a header") }
+    }
     private var buffer: [UInt8] = []
     private var start = 0
 

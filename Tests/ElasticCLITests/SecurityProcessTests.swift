@@ -186,6 +186,46 @@ struct SecurityProcessTests {
         }
     }
 
+    /// A node that is not a member (it left) still holds a valid node certificate: a worker's
+    /// data plane closes its link at once, before any frame of it is read.
+    @Test func aNodeOutsideThePlanCannotOpenADataPlaneLink() async throws {
+        try await withProcesses("elastic-data-plane") { directory, processes in
+            let (_, address, token, hash) = try await Self.startController(in: directory, processes: processes, uses: 2)
+            let outsider = try processes.spawn(name: "outsider", ["join", address, "--token", token, "--ca-hash", hash, "--name", "outsider", "--data-dir", "outsider", "--data-listen", "127.0.0.1:0", "--http", "off"])
+            try await waitUntil("the outsider to join") { outsider.stderr.contains("joined as member") }
+            outsider.signal(SIGTERM)
+            #expect(try await outsider.waitForExit(deadline: .seconds(20)) == 0)
+            let worker = try processes.spawn(name: "w1", ["join", address, "--token", token, "--ca-hash", hash, "--name", "w1", "--data-dir", "w1", "--data-listen", "127.0.0.1:0", "--http", "off"])
+            try await waitUntil("w1 to join") { worker.stderr.contains("joined as member") }
+            let line = try #require(worker.stderr.split(separator: "\n").first { $0.contains("data plane listening on ") })
+            let endpoint = try #require(Endpoint(parsing: String(line.split(separator: " ").last ?? "")))
+
+            let stolen = try WorkerPaths(dataDirectory: directory.appendingPathComponent("outsider")).load()
+            let connection = try await FrameChannels.connect(
+                host: endpoint.host, port: endpoint.port, tls: try TLSContexts.mutualClient(identity: stolen.identity, ca: stolen.ca),
+                expecting: .node("w1"))
+            let status = try await CLI.run(["status", "--json", "--data-dir", "ctl"], in: directory)
+            let generation = try JSONDecoder().decode(StatusReport.self, from: Data(status.stdout.utf8)).generation
+            // A hello for a generation still to come would be parked (kept open) from a member;
+            // from the outsider the link must end at once.
+            let closer = Task {
+                try await Task.sleep(for: .seconds(10))
+                connection.channel.channel.close(promise: nil)
+            }
+            let started = ContinuousClock.now
+            let frames: Int = try await connection.channel.executeThenClose { inbound, outbound in
+                try? await outbound.write(DataMessage.hello.frame(generation: Generation(generation + 5)))
+                var count = 0
+                do { for try await _ in inbound { count += 1 } } catch {}
+                return count
+            }
+            closer.cancel()
+            #expect(ContinuousClock.now - started < .seconds(10), "the outsider's link stayed open")
+            #expect(frames == 0, "the outsider's link got \(frames) frame(s)")
+            #expect(!worker.stderr.contains("from outsider"), "w1 heard the outsider: \(worker.stderr)")
+        }
+    }
+
     /// 300 connections that never finish their TLS handshake (each sends the first bytes of a
     /// ClientHello, then trickles): the controller closes those beyond its cap at once and the
     /// rest at the handshake deadline, its memory stays small, and a member keeps its session.

@@ -33,6 +33,28 @@ import Testing
         _ = try? channel.finish()
     }
 
+    @Test func aLargeFirstFrameIsRefusedFromItsLength() throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(FrameCodecHandler(maximumFrameSize: 1 << 20, firstFrameMaximumSize: 4096))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        var header = WireWriter()
+        header.write(UInt32(1 << 19))
+        #expect(throws: WireError.self) { try channel.writeInbound(ByteBuffer(bytes: header.bytes)) }
+        #expect(!channel.isActive)
+        _ = try? channel.finish()
+
+        // After a small first frame, the full limit applies.
+        let second = EmbeddedChannel()
+        try second.pipeline.syncOperations.addHandler(FrameCodecHandler(maximumFrameSize: 1 << 20, firstFrameMaximumSize: 4096))
+        try second.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try second.writeInbound(ByteBuffer(bytes: ControlMessage.heartbeatAck.frame(generation: .zero).encoded()))
+        let big = Frame(kind: ControlMessage.Kind.heartbeatAck.rawValue, generation: .zero, payload: [UInt8](repeating: 0, count: 100_000))
+        try second.writeInbound(ByteBuffer(bytes: big.encoded()))
+        #expect(second.isActive)
+        #expect(try second.readInbound(as: Frame.self) != nil && second.readInbound(as: Frame.self) != nil)
+        _ = try? second.finish()
+    }
+
     @Test func wholeFramesResetTheDeadline() throws {
         let channel = try channel(deadline: .seconds(2))
         let frame = ControlMessage.heartbeatAck.frame(generation: .zero).encoded()

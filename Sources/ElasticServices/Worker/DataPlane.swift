@@ -55,7 +55,17 @@ actor DataPlane {
     /// generation's computation (a member that handed off its state leaves right after).
     private var transient: Set<NodeID> = []
     /// Links whose hello named a generation this node has not reached yet; adopted when it does.
+    /// At most one per peer and `maximumParked` in all.
     private var parked: [(peer: NodeID, generation: Generation, outbox: AsyncStream<Outbound>.Continuation, state: LinkState)] = []
+    static let maximumParked = 32
+    /// Who may link to this node: the members of the controller's latest view (a next plan
+    /// is made of them) and the peers of the current plan. Anyone else is closed at once.
+    private var members: Set<NodeID> = []
+
+    /// The controller's view changed: these nodes are members.
+    func allow(members: Set<NodeID>) {
+        self.members = members
+    }
 
     let activations = Mailbox<TensorKey, DataMessage.Tensor>()
     let gradients = Mailbox<TensorKey, DataMessage.Tensor>()
@@ -82,6 +92,8 @@ actor DataPlane {
         var settings = ChannelSettings()
         settings.maximumFrameSize = DataMessage.maximumFrameSize
         settings.readTimeout = nil
+        // A dialer's first frame is its hello: nobody buffers a large frame before it.
+        settings.firstFrameMaximumSize = 4 << 10
         // A 512 MiB frame at 10 MB/s still arrives; a trickle that never ends does not.
         settings.frameDeadline = .seconds(120)
         let server = try await FrameChannels.listen(host: host, port: port, tls: try TLSContexts.peerServer(identity: identity, ca: ca), settings: settings)
@@ -252,7 +264,8 @@ actor DataPlane {
     }
 
     private func serveIncoming(_ connection: FrameConnection) async {
-        guard let identity = try? await connection.peer.get(), identity.role == .node, let name = identity.name else {
+        guard let identity = try? await connection.peer.get(), identity.role == .node, let name = identity.name,
+              members.contains(NodeID(name)) || needed.contains(NodeID(name)) else {
             await connection.close()
             return
         }
@@ -288,7 +301,16 @@ actor DataPlane {
         guard let linkGeneration = state.generation else {
             guard case .hello = message else { return false }
             if frame.generation > generation {
-                // The peer got its assignment first: keep the link until this node catches up.
+                // The peer got its assignment first: keep the link until this node catches up
+                // (one per peer: a newer hello replaces the older; a bounded number in all).
+                if let index = parked.firstIndex(where: { $0.peer == peer }) {
+                    parked[index].outbox.yield(.close(grace: .zero))
+                    parked.remove(at: index)
+                }
+                guard parked.count < Self.maximumParked else {
+                    logger.warning("refused an early data-plane link from \(peer) for generation \(frame.generation): \(Self.maximumParked) links already wait")
+                    return false
+                }
                 parked.append((peer, frame.generation, outbox, state))
                 return true
             }

@@ -86,7 +86,7 @@ public final class WorkerService: Service, Sendable {
                 do {
                     let connection = try await FrameChannels.connect(host: configuration.controller.host, port: configuration.controller.port, tls: tls, expecting: .controller)
                     let host = configuration.dataAdvertiseHost ?? (dataEndpoint.host == "0.0.0.0" || dataEndpoint.host == "::" ? connection.localIP ?? "127.0.0.1" : dataEndpoint.host)
-                    outcome = await runSession(connection, trainer: trainer, dataAddress: Endpoint(host: host, port: dataEndpoint.port).description)
+                    outcome = await runSession(connection, trainer: trainer, dataPlane: dataPlane, dataAddress: Endpoint(host: host, port: dataEndpoint.port).description)
                 } catch {
                     outcome = .lost(ElasticError.talking(to: configuration.controller, error).message)
                 }
@@ -122,7 +122,7 @@ public final class WorkerService: Service, Sendable {
         logger.info("worker stopped")
     }
 
-    private func runSession(_ connection: FrameConnection, trainer: Trainer, dataAddress: String) async -> WorkerSessionOutcome {
+    private func runSession(_ connection: FrameConnection, trainer: Trainer, dataPlane: DataPlane, dataAddress: String) async -> WorkerSessionOutcome {
         let (outbox, continuation) = AsyncStream<Outbound>.makeStream()
         let tracker = SessionTracker()
         session.attach(continuation)
@@ -164,6 +164,7 @@ public final class WorkerService: Service, Sendable {
                 session.generation = max(session.generation, frame.generation)
             case .view(let view):
                 session.generation = max(session.generation, frame.generation)
+                await dataPlane.allow(members: Set(view.members.map(\.node)))
                 logger.info("generation \(frame.generation): \(view.members.count) member(s): \(view.members.map(\.node.value).joined(separator: ", "))")
             case .refused(let refused):
                 switch refused.code {
