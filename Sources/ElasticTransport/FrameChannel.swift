@@ -1,5 +1,6 @@
 import ElasticCore
 import ElasticWire
+import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -12,6 +13,8 @@ public struct PeerIdentity: Sendable, Equatable {
     public let name: String?
     public let role: Role?
     public let certificateSerial: String?
+    /// When the certificate expires: a session must not outlive it.
+    public let notValidAfter: Date?
 
     public static let anonymous = PeerIdentity(name: nil, role: nil, certificateSerial: nil)
 
@@ -20,13 +23,15 @@ public struct PeerIdentity: Sendable, Equatable {
             self = .anonymous
             return
         }
-        self.init(name: PKI.commonName(of: parsed), role: PKI.role(of: parsed), certificateSerial: parsed.serialNumber.description)
+        self.init(name: PKI.commonName(of: parsed), role: PKI.role(of: parsed), certificateSerial: parsed.serialNumber.description,
+                  notValidAfter: parsed.notValidAfter)
     }
 
-    init(name: String?, role: Role?, certificateSerial: String?) {
+    init(name: String?, role: Role?, certificateSerial: String?, notValidAfter: Date? = nil) {
         self.name = name
         self.role = role
         self.certificateSerial = certificateSerial
+        self.notValidAfter = notValidAfter
     }
 }
 

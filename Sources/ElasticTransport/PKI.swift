@@ -118,7 +118,8 @@ public struct CertificateAuthority: Sendable {
             throw PKIError("the certificate signing request must carry an ECDSA P-256 key")
         }
         do {
-            return try issue(publicKey: csr.publicKey, name: node.value, role: .node, notBefore: now.addingTimeInterval(-300), lifetime: lifetime)
+            // Valid from 5 minutes ago (clock skew between hosts) until `lifetime` from now.
+            return try issue(publicKey: csr.publicKey, name: node.value, role: .node, notBefore: now.addingTimeInterval(-300), lifetime: lifetime + 300)
         } catch {
             throw PKIError("could not issue a certificate: \(error)")
         }

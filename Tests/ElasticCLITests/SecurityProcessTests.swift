@@ -226,6 +226,28 @@ struct SecurityProcessTests {
         }
     }
 
+    /// A node certificate that expires while its worker is a member ends the session (TLS
+    /// checked it only at the handshake): the member is declared dead, and the worker stops,
+    /// saying how to join again.
+    @Test func anExpiredCertificateEndsItsSession() async throws {
+        try await withProcesses("elastic-expiry") { directory, processes in
+            _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
+            let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off", "--node-cert-lifetime", "15s"])
+            let addressFile = directory.appendingPathComponent("ctl/controller.address")
+            try await waitUntil("the controller to listen") { FileManager.default.fileExists(atPath: addressFile.path) }
+            let address = try String(contentsOf: addressFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let token = try await CLI.run(["token", "create", "--data-dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let hash = try await CLI.run(["certs", "hash", "--dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let worker = try processes.spawn(name: "w1", ["join", address, "--token", token, "--ca-hash", hash, "--name", "w1", "--data-dir", "w1", "--data-listen", "127.0.0.1:0", "--http", "off"])
+            try await waitUntil("w1 to join") { worker.stderr.contains("joined as member") }
+            try await waitUntil("the session to end at the certificate's expiry", deadline: .seconds(30)) {
+                controller.stderr.contains("the certificate of elastic-node w1 expired") && controller.stderr.contains("w1 incarnation 1 declared dead")
+            }
+            let status = try await worker.waitForExit(deadline: .seconds(20))
+            #expect(status != 0 && worker.stderr.contains("node certificate expired") && worker.stderr.contains("join again"), "w1: \(worker.stderr)")
+        }
+    }
+
     /// 300 connections that never finish their TLS handshake (each sends the first bytes of a
     /// ClientHello, then trickles): the controller closes those beyond its cap at once and the
     /// rest at the handshake deadline, its memory stays small, and a member keeps its session.

@@ -187,6 +187,7 @@ actor ControllerState {
         apply(directives, requester: nil)
         trainingDirectives { $0.onTick(now: now) }
         reportSuppressedBootstraps(now: now)
+        endExpiredSessions(at: Date())
         for (node, entry) in departing where now.since(entry.since) > handOffTimeout {
             logger.warning("\(node) did not hand off its state within \(handOffTimeout.shortDescription); letting it go")
             release(node)
@@ -360,6 +361,20 @@ actor ControllerState {
             return String(address[address.index(after: address.startIndex)..<close])
         }
         return address.lastIndex(of: ":").map { String(address[..<$0]) } ?? address
+    }
+
+    /// A connection whose certificate expired ends: TLS checked it at the handshake only. A
+    /// member's connection drop then runs its reconnect grace, and it cannot reconnect with
+    /// that certificate.
+    private func endExpiredSessions(at now: Date) {
+        for (id, connection) in connections where !connection.closing {
+            guard let expiry = connection.peer.notValidAfter, expiry <= now else { continue }
+            let who = "\(connection.peer.role?.rawValue ?? "peer") \(connection.peer.name ?? "?")"
+            let text = "the certificate of \(who) expired at \(expiry); its session ends"
+            logger.warning("\(text)")
+            events.note(text, kind: "security")
+            refuse(id, Refused(.certificateRequired, "this certificate expired at \(expiry); join again with a token (elastic token create) and --ca-hash"))
+        }
     }
 
     /// Logs how many bootstraps the rate limit refused unheard, at most every 10 s.

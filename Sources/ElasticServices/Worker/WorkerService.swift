@@ -80,8 +80,15 @@ public final class WorkerService: Service, Sendable {
         await trainer.serveState()
         defer { Task { await trainer.stop(); await dataPlane.stop() } }
         var backoff = configuration.initialBackoff
+        let expiry = configuration.identity.certificate.notValidAfter
+        var expired = false
         await withGracefulShutdownHandler {
             while !Task.isCancelled && !session.isLeaving {
+                // An expired certificate cannot connect again: stop and say what to do.
+                if expiry <= Date() {
+                    expired = true
+                    return
+                }
                 let outcome: WorkerSessionOutcome
                 do {
                     let connection = try await FrameChannels.connect(host: configuration.controller.host, port: configuration.controller.port, tls: tls, expecting: .controller)
@@ -118,6 +125,9 @@ public final class WorkerService: Service, Sendable {
                 await trainer.finishCheckpointWrite(within: .seconds(20))
                 session.leave(handOffDeadline: .seconds(40))
             }
+        }
+        if expired {
+            throw ElasticError("this worker's node certificate expired at \(expiry); join again with --token and --ca-hash (same --data-dir)")
         }
         logger.info("worker stopped")
     }
