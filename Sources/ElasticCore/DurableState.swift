@@ -39,12 +39,32 @@ public struct DurableState: Codable, Sendable, Equatable {
         public var state: String
         public var atGeneration: UInt64
         public var reason: String
+        /// The serial of the certificate it was a member with (nil in journals from before it was
+        /// kept): a new bootstrap of the name revokes it.
+        public var certificateSerial: String?
 
-        public init(node: String, incarnation: UInt64, state: String, atGeneration: UInt64, reason: String) {
+        public init(node: String, incarnation: UInt64, state: String, atGeneration: UInt64, reason: String, certificateSerial: String? = nil) {
             self.node = node
             self.incarnation = incarnation
             self.state = state
             self.atGeneration = atGeneration
+            self.reason = reason
+            self.certificateSerial = certificateSerial
+        }
+    }
+
+    /// A node certificate that may no longer connect.
+    public struct Revocation: Codable, Sendable, Equatable {
+        public var serial: String
+        public var node: String
+        /// Wall-clock seconds since 1970.
+        public var at: Int64
+        public var reason: String
+
+        public init(serial: String, node: String, at: Int64, reason: String) {
+            self.serial = serial
+            self.node = node
+            self.at = at
             self.reason = reason
         }
     }
@@ -167,6 +187,8 @@ public struct DurableState: Codable, Sendable, Equatable {
         case checkpoint(Checkpoint)
         /// The job finished or stopped (the text says which and why).
         case jobEnded(String)
+        /// A certificate was revoked.
+        case revoked(Revocation)
     }
 
     public var generation: UInt64 = 0
@@ -184,6 +206,9 @@ public struct DurableState: Codable, Sendable, Equatable {
     public var holders: HolderSet?
     /// Committed checkpoints of the job, oldest first.
     public var checkpoints: [Checkpoint] = []
+    /// Revoked certificates by serial (optional in the encoding: journals from before it).
+    private var revokedSerials: [String: Revocation]?
+    public var revoked: [String: Revocation] { revokedSerials ?? [:] }
 
     public init() {}
 
@@ -223,6 +248,8 @@ public struct DurableState: Codable, Sendable, Equatable {
             checkpoints.sort { $0.step < $1.step }
         case .jobEnded(let text):
             jobEnded = text
+        case .revoked(let revocation):
+            revokedSerials = (revokedSerials ?? [:]).merging([revocation.serial: revocation]) { old, _ in old }
         }
     }
 

@@ -92,6 +92,8 @@ public struct Membership: Sendable {
         case replaced = "replaced by a new join of the same node"
         /// Did not come back within the recovery grace after a controller restart.
         case notRecovered = "did not reconnect after the controller restarted"
+        /// Its certificate was revoked by an administrator.
+        case revoked = "its certificate was revoked"
     }
 
     public struct Member: Sendable, Equatable {
@@ -415,6 +417,21 @@ public struct Membership: Sendable {
             }
             members[node] = member
         }
+    }
+
+    /// The member's certificate was revoked: it is dead at once, in a new generation, and its
+    /// session is closed; nothing happens for a node that is not a member.
+    public mutating func onRevoke(node: NodeID, now: Timestamp) -> [Directive] {
+        var directives: [Directive] = []
+        guard let member = members.removeValue(forKey: node) else { return directives }
+        directives.reserveCapacity(3)
+        generation = generation.next
+        let departure = Departure(incarnation: member.incarnation, state: .dead, atGeneration: generation, reason: DeathReason.revoked.rawValue)
+        departures[node] = departure
+        directives.append(.record(.died(node: node, incarnation: member.incarnation, reason: .revoked, silentFor: now.since(member.lastHeard), generation: generation)))
+        directives.append(.closeSession(node: node, incarnation: member.incarnation, .fenced(node: node, incarnation: member.incarnation, departure: departure)))
+        directives.append(.broadcastView(generation: generation))
+        return directives
     }
 
     /// Opens a new generation without a membership change, so that a new plan (a new job, a

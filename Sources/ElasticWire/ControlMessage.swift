@@ -35,6 +35,8 @@ public enum ControlMessage: Sendable, Equatable {
     case tokenList([TokenInfo])
     case tokenRevoke(id: String)
     case done(message: String)
+    /// admin → controller: revoke every certificate of this node (answered with `done`).
+    case nodeRevoke(node: String)
     // Training.
     /// controller → worker: the plan of this generation and the job.
     case assign(Assignment)
@@ -61,7 +63,7 @@ public enum ControlMessage: Sendable, Equatable {
     public enum Kind: UInt8, Sendable, CaseIterable {
         case hello = 1, welcome, heartbeat, heartbeatAck, view, leave, refused
         case caRequest = 16, caBundle, bootstrapRequest, bootstrapGranted
-        case statusRequest = 32, statusReply, tokenCreate, tokenCreated, tokenListRequest, tokenList, tokenRevoke, done
+        case statusRequest = 32, statusReply, tokenCreate, tokenCreated, tokenListRequest, tokenList, tokenRevoke, done, nodeRevoke
         case assign = 48, ready, startStep, stepDone, commit, trainingFailed, submitJob, stepAbandoned, checkpoint, checkpointWritten
     }
 
@@ -86,6 +88,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .tokenList: .tokenList
         case .tokenRevoke: .tokenRevoke
         case .done: .done
+        case .nodeRevoke: .nodeRevoke
         case .assign: .assign
         case .ready: .ready
         case .startStep: .startStep
@@ -117,6 +120,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .tokenCreated(let value): value.encode(to: &writer)
         case .tokenList(let values): writer.write(list: values)
         case .tokenRevoke(let id): writer.write(id)
+        case .nodeRevoke(let node): writer.write(node)
         case .done(let message): writer.write(message)
         case .assign(let value): value.encode(to: &writer)
         case .ready: break
@@ -158,6 +162,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .tokenList: self = .tokenList(try reader.readList(minimumItemSize: 22))
         case .tokenRevoke: self = .tokenRevoke(id: try reader.readString(limit: 64))
         case .done: self = .done(message: try reader.readString())
+        case .nodeRevoke: self = .nodeRevoke(node: try reader.readString(limit: 64))
         case .assign: self = .assign(try Assignment(from: &reader))
         case .ready: self = .ready
         case .startStep: self = .startStep(step: try reader.read(UInt64.self))
@@ -282,6 +287,8 @@ public struct Refused: WireCodable, Error {
         case protocolError
         case internalError
         case shuttingDown
+        /// The certificate was revoked: join again with a new token.
+        case certificateRevoked
     }
 
     public var code: Code

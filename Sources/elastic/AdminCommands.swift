@@ -100,3 +100,33 @@ struct Token: AsyncParsableCommand {
         }
     }
 }
+
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage nodes' certificates.",
+        discussion: "Example: elastic node revoke worker-3 --data-dir ./elastic-data",
+        subcommands: [Revoke.self]
+    )
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke every certificate of a node: its member dies at once, its connections close, and it can join again only with a new token.",
+            discussion: "Example: elastic node revoke worker-3 --data-dir ./elastic-data"
+        )
+
+        @OptionGroup var admin: AdminOptions
+
+        @Argument(help: "The node's name (as 'elastic status' lists it).")
+        var name: String
+
+        func validate() throws {
+            if let problem = NodeID.problem(with: name) {
+                throw ValidationError("'\(name)' is not a node name: \(problem)")
+            }
+        }
+
+        func run() async throws {
+            print(try await admin.client().revokeNode(name))
+        }
+    }
+}

@@ -44,7 +44,7 @@ struct Elastic: AsyncParsableCommand {
           elastic status --data-dir ./elastic-data
         """,
         version: version,
-        subcommands: [Certs.self, ControllerCommand.self, Join.self, Token.self, Status.self, DataCommand.self, Train.self, CheckpointCommand.self, Bench.self]
+        subcommands: [Certs.self, ControllerCommand.self, Join.self, Token.self, Node.self, Status.self, DataCommand.self, Train.self, CheckpointCommand.self, Bench.self]
     )
 }
 

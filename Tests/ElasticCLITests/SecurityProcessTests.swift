@@ -226,6 +226,57 @@ struct SecurityProcessTests {
         }
     }
 
+    /// `elastic node revoke`: the member is cut off within a heartbeat and its worker stops; the
+    /// certificate is refused on every later connection, also by a restarted controller; the
+    /// name can join again only with a new token, and that bootstrap revokes nothing it needs.
+    @Test func aRevokedNodeIsCutOffAndStaysOut() async throws {
+        try await withProcesses("elastic-revoke") { directory, processes in
+            let (controller, address, token, hash) = try await Self.startController(in: directory, processes: processes, uses: 3)
+            var workers: [String: SpawnedProcess] = [:]
+            for name in ["w1", "w2"] {
+                workers[name] = try processes.spawn(name: name, ["join", address, "--token", token, "--ca-hash", hash, "--name", name, "--data-dir", name, "--data-listen", "127.0.0.1:0", "--http", "off"])
+            }
+            try await waitUntil("both to join") { workers.values.allSatisfy { $0.stderr.contains("joined as member") } }
+            let serial = try WorkerPaths(dataDirectory: directory.appendingPathComponent("w2")).load().identity.certificate.serialNumber.description
+
+            let revoked = try await CLI.run(["node", "revoke", "w2", "--data-dir", "ctl"], in: directory)
+            #expect(revoked.status == 0 && revoked.stdout.contains("revoked 1 certificate(s) of w2 (serial \(serial))"), "\(revoked.stdout) \(revoked.stderr)")
+            // Cut off at once: declared dead for its revocation, its worker stops for good.
+            #expect(controller.stderr.contains("w2 incarnation") && controller.stderr.contains("declared dead (its certificate was revoked"), "\(controller.stderr)")
+            let exit = try await workers["w2"]!.waitForExit(deadline: .seconds(20))
+            #expect(exit != 0 && workers["w2"]!.stderr.contains("this certificate was revoked"), "w2: \(workers["w2"]!.stderr)")
+            let status = try await CLI.run(["status", "--json", "--data-dir", "ctl"], in: directory)
+            let report = try JSONDecoder().decode(StatusReport.self, from: Data(status.stdout.utf8))
+            #expect(report.members.first { $0.node == "w2" }?.state == "dead" && report.members.first { $0.node == "w1" }?.state == "alive")
+            let again = try await CLI.run(["node", "revoke", "w2", "--data-dir", "ctl"], in: directory)
+            #expect(again.status != 0 && again.stderr.contains("no unrevoked certificate"), "\(again.stderr)")
+
+            // A restarted controller still refuses the certificate (it is in the journal).
+            controller.signal(SIGKILL)
+            _ = try await controller.waitForExit(deadline: .seconds(10))
+            let restarted = try processes.spawn(name: "controller-2", ["controller", "--listen", address, "--data-dir", "ctl", "--http", "off"])
+            try await waitUntil("the restarted controller to listen") { restarted.stderr.contains("listening on") }
+            let retry = try await CLI.run(["join", address, "--name", "w2", "--data-dir", "w2", "--data-listen", "127.0.0.1:0", "--http", "off"], in: directory, deadline: .seconds(30))
+            #expect(retry.status != 0 && retry.stderr.contains("this certificate was revoked"), "\(retry.stderr)")
+
+            // The name joins again with a token and a fresh data dir.
+            let fresh = try processes.spawn(name: "w2-new", ["join", address, "--token", token, "--ca-hash", hash, "--name", "w2", "--data-dir", "w2-new", "--data-listen", "127.0.0.1:0", "--http", "off"])
+            try await waitUntil("w2 to join again") { fresh.stderr.contains("joined as member") }
+            #expect(workers["w1"]!.process.isRunning)
+
+            // A name bootstrapped again (its old worker died) revokes its old certificate.
+            workers["w1"]!.signal(SIGKILL)
+            _ = try await workers["w1"]!.waitForExit(deadline: .seconds(10))
+            try await waitUntil("w1 to be declared dead", deadline: .seconds(30)) { restarted.stderr.contains("w1 incarnation") && restarted.stderr.contains("declared dead") }
+            let token2 = try await CLI.run(["token", "create", "--data-dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let replacement = try processes.spawn(name: "w1-new", ["join", address, "--token", token2, "--ca-hash", hash, "--name", "w1", "--data-dir", "w1-new", "--data-listen", "127.0.0.1:0", "--http", "off"])
+            try await waitUntil("the new w1 to join") { replacement.stderr.contains("joined as member") }
+            #expect(restarted.stderr.contains("certificate(s) of w1 revoked (replaced by a new bootstrap of w1)"), "\(restarted.stderr)")
+            let old = try await CLI.run(["join", address, "--name", "w1", "--data-dir", "w1", "--data-listen", "127.0.0.1:0", "--http", "off"], in: directory, deadline: .seconds(30))
+            #expect(old.status != 0 && old.stderr.contains("this certificate was revoked"), "\(old.stderr)")
+        }
+    }
+
     /// A node certificate that expires while its worker is a member ends the session (TLS
     /// checked it only at the handshake): the member is declared dead, and the worker stops,
     /// saying how to join again.

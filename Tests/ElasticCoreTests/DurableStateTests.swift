@@ -1,3 +1,4 @@
+import Foundation
 import ElasticCore
 import ElasticTestSupport
 import Testing
@@ -113,5 +114,24 @@ import Testing
         #expect(nextStep == 7 && transfers.isEmpty)
         #expect(next.nodes == plan.nodes)
         #expect(recovered.restoreSource == nil)
+    }
+
+    /// Revocations replay from the journal, keep the first record of a serial, and a snapshot
+    /// from before they existed still decodes.
+    @Test func revocationsReplayAndOldSnapshotsStillDecode() throws {
+        var state = DurableState()
+        state.apply(.joined(Self.member("w1", 1)))
+        state.apply(.revoked(DurableState.Revocation(serial: "42", node: "w1", at: 100, reason: "revoked by an administrator")))
+        state.apply(.revoked(DurableState.Revocation(serial: "42", node: "w1", at: 200, reason: "again")))
+        #expect(state.revoked["42"]?.at == 100 && state.revoked.count == 1)
+        let encoded = try JSONEncoder().encode(state)
+        #expect(try JSONDecoder().decode(DurableState.self, from: encoded) == state)
+        var old = try JSONSerialization.jsonObject(with: encoded) as! [String: Any]
+        old["revokedSerials"] = nil
+        let decoded = try JSONDecoder().decode(DurableState.self, from: JSONSerialization.data(withJSONObject: old))
+        #expect(decoded.revoked.isEmpty && decoded.members["w1"] != nil)
+        // A departure keeps the certificate it was a member with.
+        state.apply(.departed(DurableState.Departure(node: "w1", incarnation: 1, state: "dead", atGeneration: 2, reason: "x", certificateSerial: "7")))
+        #expect(state.departures["w1"]?.certificateSerial == "7")
     }
 }

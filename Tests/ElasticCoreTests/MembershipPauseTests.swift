@@ -143,4 +143,18 @@ struct MembershipPauseTests {
         settings.pauseThreshold = .milliseconds(700)
         #expect(settings.problem == nil && settings.effectivePauseThreshold == .milliseconds(700))
     }
+
+    @Test func aRevokedMemberDiesAtOnceInANewGeneration() {
+        var (membership, clock) = steadyCluster(seconds: 1)
+        let generation = membership.generation
+        let incarnation = membership.members["w2"]!.incarnation
+        let directives = membership.onRevoke(node: "w2", now: clock.now)
+        #expect(membership.members["w2"] == nil && membership.generation == generation.next)
+        #expect(directives.deaths.map(\.reason) == [.revoked] && directives.broadcasts == [generation.next])
+        #expect(directives.closedSessions.map(\.node) == ["w2"])
+        // It cannot resume; a node that is not a member changes nothing.
+        #expect(!membership.onJoin(node: "w2", address: "a", capacity: sampleCapacity, resuming: incarnation, now: clock.now).refusals.isEmpty)
+        clock.advance(.milliseconds(100))
+        #expect(membership.onRevoke(node: "nobody", now: clock.now).isEmpty)
+    }
 }

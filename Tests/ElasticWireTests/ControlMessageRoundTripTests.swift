@@ -49,7 +49,7 @@ struct ControlMessageRoundTripTests {
             (.hello, 1), (.welcome, 2), (.heartbeat, 3), (.heartbeatAck, 4), (.view, 5), (.leave, 6), (.refused, 7),
             (.caRequest, 16), (.caBundle, 17), (.bootstrapRequest, 18), (.bootstrapGranted, 19),
             (.statusRequest, 32), (.statusReply, 33), (.tokenCreate, 34), (.tokenCreated, 35), (.tokenListRequest, 36),
-            (.tokenList, 37), (.tokenRevoke, 38), (.done, 39),
+            (.tokenList, 37), (.tokenRevoke, 38), (.done, 39), (.nodeRevoke, 40),
             (.assign, 48), (.ready, 49), (.startStep, 50), (.stepDone, 51), (.commit, 52), (.trainingFailed, 53), (.submitJob, 54), (.stepAbandoned, 55),
             (.checkpoint, 56), (.checkpointWritten, 57),
         ]
@@ -57,7 +57,7 @@ struct ControlMessageRoundTripTests {
         #expect(expected.count == ControlMessage.Kind.allCases.count)
         let codes: [(Refused.Code, UInt16)] = [
             (.fenced, 1), (.staleGeneration, 2), (.futureGeneration, 3), (.certificateRequired, 4), (.badToken, 5), (.badRequest, 6),
-            (.nameInUse, 7), (.notAuthorized, 8), (.protocolError, 9), (.internalError, 10), (.shuttingDown, 11),
+            (.nameInUse, 7), (.notAuthorized, 8), (.protocolError, 9), (.internalError, 10), (.shuttingDown, 11), (.certificateRevoked, 12),
         ]
         for (code, raw) in codes { #expect(code.rawValue == raw, "\(code)") }
         #expect(codes.count == Refused.Code.allCases.count)

@@ -85,7 +85,7 @@ struct MessageRejectionTests {
     }
 
     @Test func anUnknownRefusalCodeIsRefused() throws {
-        for code: UInt16 in [0, 12, 0x100, .max] {
+        for code: UInt16 in [0, 13, 0x100, .max] {
             let refused = frame(.refused, payload { $0.write(code); $0.write("why") })
             let error = expectWireError(.invalidValue, "code \(code)") { () throws(WireError) in try ControlMessage(frame: refused) }
             #expect(error?.message.contains("\(code)") == true)

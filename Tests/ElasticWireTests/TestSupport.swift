@@ -216,6 +216,8 @@ enum Samples {
         .tokenList(tokenInfos),
         .tokenRevoke(id: "abc123"),
         .tokenRevoke(id: ""),
+        .nodeRevoke(node: "worker-3"),
+        .nodeRevoke(node: ""),
         .done(message: "token abc123 revoked ✓"),
         .done(message: ""),
         .ready,

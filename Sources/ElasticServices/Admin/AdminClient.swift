@@ -56,6 +56,11 @@ public struct AdminClient: Sendable {
         return message
     }
 
+    public func revokeNode(_ node: String) async throws -> String {
+        guard case .done(let message) = try await ask(.nodeRevoke(node: node)) else { throw unexpected() }
+        return message
+    }
+
     public func submitJob(json: [UInt8]) async throws -> String {
         guard case .done(let message) = try await ask(.submitJob(json: json)) else { throw unexpected() }
         return message

@@ -70,7 +70,10 @@ actor ControllerState {
     func register(peer: PeerIdentity, remoteAddress: String, outbox: AsyncStream<Outbound>.Continuation) -> Int {
         nextConnectionID += 1
         connections[nextConnectionID] = Connection(outbox: outbox, peer: peer, remoteAddress: remoteAddress)
-        if isShuttingDown {
+        if let serial = peer.certificateSerial, let revocation = journal.state.revoked[serial] {
+            logger.warning("refused \(peer.name ?? "?") from \(remoteAddress): its certificate (serial \(serial)) was revoked: \(revocation.reason)")
+            refuse(nextConnectionID, Refused(.certificateRevoked, "this certificate was revoked (\(revocation.reason)); join again with a new token (elastic token create) and a fresh --data-dir"))
+        } else if isShuttingDown {
             refuse(nextConnectionID, Refused(.shuttingDown, "the controller is shutting down; retry shortly"))
         }
         return nextConnectionID
@@ -173,6 +176,8 @@ actor ControllerState {
             }))
         case (.admin?, .tokenRevoke(let tokenID)):
             revokeToken(id, tokenID)
+        case (.admin?, .nodeRevoke(let name)):
+            revokeNode(id, NodeID(name))
         default:
             refuse(id, Refused(.notAuthorized, "a \(connection.peer.role?.rawValue ?? "anonymous") certificate may not send \(message.kind)"))
         }
@@ -348,6 +353,11 @@ actor ControllerState {
         case .failure(let refusal):
             return deny(.badToken, refusal.explanation)
         case .success:
+            // The name's earlier certificate (a member that died or left) may not come back.
+            if let old = journal.state.members[node.value]?.certificateSerial ?? journal.state.departures[node.value]?.certificateSerial,
+               !old.isEmpty, journal.state.revoked[old] == nil {
+                revoke(serials: [old], of: node, reason: "replaced by a new bootstrap of \(node)")
+            }
             logger.info("issued a node certificate to \(node) (\(address)) with token \(parsed.id)")
             events.recordBootstrap(node: node.value, address: address, outcome: "certificate issued", reason: "token \(parsed.id)", generation: membership.generation)
             send(id, .bootstrapGranted(BootstrapGranted(node: node, certificateDER: certificate.derBytes, caDER: authority.certificate.derBytes)))
@@ -385,6 +395,45 @@ actor ControllerState {
         let text = "\(attempts) bootstrap attempt(s) from \(sources) address(es) refused unheard: too many failures (rate limit)"
         logger.warning("\(text)")
         events.note(text, kind: "bootstrap")
+    }
+
+    /// `elastic node revoke NAME`: every certificate the controller knows of the node (its
+    /// member record, its last departure, its open connections) may no longer connect; its
+    /// member dies at once and its connections close.
+    private func revokeNode(_ id: Int, _ node: NodeID) {
+        var serials = Set<String>()
+        if let serial = journal.state.members[node.value]?.certificateSerial, !serial.isEmpty { serials.insert(serial) }
+        if let serial = journal.state.departures[node.value]?.certificateSerial, !serial.isEmpty { serials.insert(serial) }
+        for connection in connections.values where connection.peer.role == .node && connection.peer.name == node.value {
+            if let serial = connection.peer.certificateSerial { serials.insert(serial) }
+        }
+        serials = serials.filter { journal.state.revoked[$0] == nil }
+        guard !serials.isEmpty else {
+            return refuse(id, Refused(.badRequest, "no unrevoked certificate of node '\(node)' is known; 'elastic status' lists the members"))
+        }
+        revoke(serials: serials.sorted(), of: node, reason: "revoked by an administrator")
+        send(id, .done(message: "revoked \(serials.count) certificate(s) of \(node) (serial \(serials.sorted().joined(separator: ", "))); it can join again only with a new token"))
+    }
+
+    /// Records the revocations (before acting), closes every connection presenting one of the
+    /// certificates and ends the node's membership.
+    private func revoke(serials: [String], of node: NodeID, reason: String) {
+        let now = MonotonicClock.wallSeconds()
+        for serial in serials {
+            journal.record(.revoked(DurableState.Revocation(serial: serial, node: node.value, at: now, reason: reason)))
+        }
+        let text = "certificate(s) of \(node) revoked (\(reason)): serial \(serials.joined(separator: ", "))"
+        logger.warning("\(text)")
+        events.note(text, kind: "security")
+        let revoked = Set(serials)
+        for (id, connection) in connections where connection.peer.certificateSerial.map(revoked.contains) == true {
+            refuse(id, Refused(.certificateRevoked, "this certificate was revoked (\(reason)); join again with a new token (elastic token create) and a fresh --data-dir"))
+        }
+        let recorded = journal.state.members[node.value]?.certificateSerial
+        let session = sessions[node].flatMap { connections[$0]?.peer.certificateSerial }
+        if membership.members[node] != nil, [recorded, session].contains(where: { $0.map(revoked.contains) == true }) {
+            apply(membership.onRevoke(node: node, now: MonotonicClock.now()), requester: nil)
+        }
     }
 
     private func createToken(_ id: Int, _ request: TokenCreate) {
@@ -576,9 +625,11 @@ actor ControllerState {
                 certificateSerial: requester.flatMap { connections[$0]?.peer.certificateSerial } ?? "",
                 dataAddress: dataAddresses[node] ?? "")))
         case let .died(node, incarnation, reason, _, generation):
-            journal.record(.departed(DurableState.Departure(node: node.value, incarnation: incarnation.value, state: "dead", atGeneration: generation.value, reason: reason.rawValue)))
+            journal.record(.departed(DurableState.Departure(node: node.value, incarnation: incarnation.value, state: "dead", atGeneration: generation.value, reason: reason.rawValue,
+                                                            certificateSerial: journal.state.members[node.value]?.certificateSerial)))
         case let .left(node, incarnation, generation):
-            journal.record(.departed(DurableState.Departure(node: node.value, incarnation: incarnation.value, state: "left", atGeneration: generation.value, reason: "left the cluster")))
+            journal.record(.departed(DurableState.Departure(node: node.value, incarnation: incarnation.value, state: "left", atGeneration: generation.value, reason: "left the cluster",
+                                                            certificateSerial: journal.state.members[node.value]?.certificateSerial)))
         case let .opened(_, generation):
             journal.record(.generation(generation.value))
         case .resumed, .suspected, .recovered, .refused, .paused:

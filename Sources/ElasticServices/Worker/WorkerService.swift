@@ -82,6 +82,7 @@ public final class WorkerService: Service, Sendable {
         var backoff = configuration.initialBackoff
         let expiry = configuration.identity.certificate.notValidAfter
         var expired = false
+        var revoked: String?
         await withGracefulShutdownHandler {
             while !Task.isCancelled && !session.isLeaving {
                 // An expired certificate cannot connect again: stop and say what to do.
@@ -113,6 +114,9 @@ public final class WorkerService: Service, Sendable {
                     logger.warning("cannot reach the controller: \(reason); retrying in \(backoff.shortDescription)")
                     try? await Task.sleep(for: backoff)
                     backoff = min(backoff * 2, configuration.maximumBackoff)
+                case .revoked(let reason):
+                    revoked = reason
+                    return
                 case .refused(let reason):
                     logger.error("the controller refused this worker: \(reason); retrying in \(configuration.maximumBackoff.shortDescription)")
                     try? await Task.sleep(for: configuration.maximumBackoff)
@@ -125,6 +129,9 @@ public final class WorkerService: Service, Sendable {
                 await trainer.finishCheckpointWrite(within: .seconds(20))
                 session.leave(handOffDeadline: .seconds(40))
             }
+        }
+        if let revoked {
+            throw ElasticError("the controller refused this worker for good: \(revoked)")
         }
         if expired {
             throw ElasticError("this worker's node certificate expired at \(expiry); join again with --token and --ca-hash (same --data-dir)")
@@ -180,6 +187,7 @@ public final class WorkerService: Service, Sendable {
                 switch refused.code {
                 case .fenced: tracker.finish(.fenced(refused.message))
                 case .shuttingDown: tracker.finish(.lost(refused.message))
+                case .certificateRevoked: tracker.finish(.revoked(refused.message))
                 default: tracker.finish(.refused(refused.message))
                 }
                 return false
@@ -260,6 +268,8 @@ private enum WorkerSessionOutcome: Sendable {
     case lost(String)
     case fenced(String)
     case refused(String)
+    /// This node's certificate was revoked: no retry can succeed.
+    case revoked(String)
     case left
 }
 
