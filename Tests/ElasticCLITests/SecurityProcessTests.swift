@@ -57,12 +57,12 @@ struct SecurityProcessTests {
         }
     }
 
-    /// A controller on loopback with its data dir `ctl` (no HTTP), a token good for `uses`
-    /// joins, and the CA hash.
-    private static func startController(in directory: URL, processes: ProcessGroup, uses: Int = 2) async throws
+    /// A controller on loopback with its data dir `ctl` (no HTTP, `arguments` added), a token
+    /// good for `uses` joins, and the CA hash.
+    private static func startController(in directory: URL, processes: ProcessGroup, uses: Int = 2, arguments: [String] = []) async throws
         -> (controller: SpawnedProcess, address: String, token: String, hash: String) {
         _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
-        let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off"])
+        let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off"] + arguments)
         let addressFile = directory.appendingPathComponent("ctl/controller.address")
         try await waitUntil("the controller to listen") { FileManager.default.fileExists(atPath: addressFile.path) }
         let address = try String(contentsOf: addressFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -282,13 +282,7 @@ struct SecurityProcessTests {
     /// saying how to join again.
     @Test func anExpiredCertificateEndsItsSession() async throws {
         try await withProcesses("elastic-expiry") { directory, processes in
-            _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
-            let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "off", "--node-cert-lifetime", "15s"])
-            let addressFile = directory.appendingPathComponent("ctl/controller.address")
-            try await waitUntil("the controller to listen") { FileManager.default.fileExists(atPath: addressFile.path) }
-            let address = try String(contentsOf: addressFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            let token = try await CLI.run(["token", "create", "--data-dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            let hash = try await CLI.run(["certs", "hash", "--dir", "ctl"], in: directory).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let (controller, address, token, hash) = try await Self.startController(in: directory, processes: processes, uses: 1, arguments: ["--node-cert-lifetime", "15s"])
             let worker = try processes.spawn(name: "w1", ["join", address, "--token", token, "--ca-hash", hash, "--name", "w1", "--data-dir", "w1", "--data-listen", "127.0.0.1:0", "--http", "off"])
             try await waitUntil("w1 to join") { worker.stderr.contains("joined as member") }
             try await waitUntil("the session to end at the certificate's expiry", deadline: .seconds(30)) {
