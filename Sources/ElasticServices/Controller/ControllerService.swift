@@ -211,7 +211,8 @@ public struct ControllerService: Service {
             return false
         }
         if peer.role != nil { budget.authenticated() }
-        let (outbox, continuation) = AsyncStream<Outbound>.makeStream()
+        // Bounded: a peer that stops reading is closed (ControllerState.send), not queued for.
+        let (outbox, continuation) = AsyncStream<Outbound>.makeStream(bufferingPolicy: .bufferingOldest(ControllerState.outboxCapacity))
         let id = await state.register(peer: peer, remoteAddress: connection.remoteAddress, outbox: continuation)
         let error = await ConnectionPump.run(connection, outbox: outbox) { frame in
             await state.receive(id, frame: frame)

@@ -293,9 +293,18 @@ actor ControllerState {
         }
     }
 
+    /// Frames queued for one connection at most.
+    static let outboxCapacity = 4096
+
     private func send(_ id: Int, _ message: ControlMessage, generation: Generation? = nil) {
-        guard let connection = connections[id], !connection.closing else { return }
-        connection.outbox.yield(.frame(message.frame(generation: generation ?? membership.generation)))
+        guard var connection = connections[id], !connection.closing else { return }
+        if case .dropped = connection.outbox.yield(.frame(message.frame(generation: generation ?? membership.generation))) {
+            // The peer has not read \(outboxCapacity) frames: it is stuck or hostile; end it.
+            logger.warning("\(connection.peer.name ?? connection.remoteAddress) reads too slowly (\(Self.outboxCapacity) frames queued); closing its connection")
+            connection.closing = true
+            connections[id] = connection
+            connection.outbox.finish()
+        }
     }
 
     /// Sends the refusal, then closes the connection.

@@ -67,12 +67,14 @@ actor DataPlane {
         self.members = members
     }
 
-    let activations = Mailbox<TensorKey, DataMessage.Tensor>()
-    let gradients = Mailbox<TensorKey, DataMessage.Tensor>()
-    let ring = Mailbox<RingKey, [Float]>()
-    let exchanges = Mailbox<ExchangeMailKey, [UInt8]>()
+    // Values that wait for their consumer are bounded (a step never needs more): a peer that
+    // sends what no step will take has its link closed.
+    let activations = Mailbox<TensorKey, DataMessage.Tensor>(maximumCount: 16_384, maximumWeight: 1 << 30, weight: { $0.values.count * 4 })
+    let gradients = Mailbox<TensorKey, DataMessage.Tensor>(maximumCount: 16_384, maximumWeight: 1 << 30, weight: { $0.values.count * 4 })
+    let ring = Mailbox<RingKey, [Float]>(maximumCount: 16_384, maximumWeight: 1 << 30, weight: { $0.count * 4 })
+    let exchanges = Mailbox<ExchangeMailKey, [UInt8]>(maximumCount: 16_384, maximumWeight: 1 << 30, weight: { $0.count })
     /// State copies received, by stage.
-    let states = Mailbox<UInt32, [[UInt8]]>()
+    let states = Mailbox<UInt32, [[UInt8]]>(maximumCount: 1_024, maximumWeight: 4 << 30, weight: { $0.reduce(0) { $0 + $1.count } })
     /// Answers a peer's request for a stage's state at a step (set by the trainer).
     private var stateProvider: (@Sendable (UInt32, UInt64) async -> Result<[[UInt8]], DataPlaneError>)?
 
@@ -325,15 +327,16 @@ actor DataPlane {
             logger.info("dropped a data-plane message of generation \(frame.generation) from \(peer)")
             return false
         }
+        var kept = true
         switch message {
         case .hello:
             break
         case .activation(let tensor):
-            await activations.deliver(tensor, for: TensorKey(generation: linkGeneration, step: tensor.step, microBatch: tensor.microBatch))
+            kept = await activations.deliver(tensor, for: TensorKey(generation: linkGeneration, step: tensor.step, microBatch: tensor.microBatch))
         case .gradient(let tensor):
-            await gradients.deliver(tensor, for: TensorKey(generation: linkGeneration, step: tensor.step, microBatch: tensor.microBatch))
+            kept = await gradients.deliver(tensor, for: TensorKey(generation: linkGeneration, step: tensor.step, microBatch: tensor.microBatch))
         case .ring(let step, let chunk):
-            await ring.deliver(chunk.values, for: RingKey(generation: linkGeneration, step: step, chunk: chunk.key))
+            kept = await ring.deliver(chunk.values, for: RingKey(generation: linkGeneration, step: step, chunk: chunk.key))
         case .stateRequest(let stage, let step):
             guard let provider = stateProvider else { return false }
             let generation = linkGeneration
@@ -348,11 +351,14 @@ actor DataPlane {
                 }
             }
         case .stateReply(let stage, _, let layers):
-            await states.deliver(layers, for: stage)
+            kept = await states.deliver(layers, for: stage)
         case .exchange(let step, let key, let bytes):
-            await exchanges.deliver(bytes, for: ExchangeMailKey(generation: linkGeneration, step: step, key: key))
+            kept = await exchanges.deliver(bytes, for: ExchangeMailKey(generation: linkGeneration, step: step, key: key))
         }
-        return true
+        if !kept {
+            logger.warning("\(peer) sent more values than any step waits for; closing its link")
+        }
+        return kept
     }
 }
 
