@@ -73,7 +73,7 @@ struct SecurityProcessTests {
 
     @Test func aNodeCertificateCannotPoseAsTheController() async throws {
         try await withProcesses("elastic-fake-controller") { directory, processes in
-            let (controller, address, token, hash) = try await Self.startController(in: directory, processes: processes)
+            let (_, address, token, hash) = try await Self.startController(in: directory, processes: processes)
             // The attacker: a worker that joined honestly and so holds a node certificate.
             let insider = try processes.spawn(name: "insider", ["join", address, "--token", token, "--ca-hash", hash, "--name", "insider", "--data-dir", "insider", "--data-listen", "127.0.0.1:0", "--http", "off"])
             try await waitUntil("the insider to join") { insider.stderr.contains("joined as member") }
@@ -98,7 +98,6 @@ struct SecurityProcessTests {
             // The real controller, for contrast, still serves the admin.
             let real = try await CLI.run(["status", "--data-dir", "ctl"], in: directory)
             #expect(real.status == 0, "\(real.stderr)")
-            _ = controller
         }
     }
 
@@ -172,7 +171,7 @@ struct SecurityProcessTests {
     @Test func theDashboardAnswersOnlyTheHostsItServes() async throws {
         try await withProcesses("elastic-host") { directory, processes in
             _ = try await CLI.run(["certs", "init", "--dir", "ctl"], in: directory)
-            let controller = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "127.0.0.1:0", "--http-allow-host", "dashboard.example"])
+            _ = try processes.spawn(name: "controller", ["controller", "--listen", "127.0.0.1:0", "--data-dir", "ctl", "--http", "127.0.0.1:0", "--http-allow-host", "dashboard.example"])
             let file = directory.appendingPathComponent("ctl/http.address")
             try await waitUntil("the dashboard to listen") { FileManager.default.fileExists(atPath: file.path) }
             let address = try String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -182,7 +181,6 @@ struct SecurityProcessTests {
                 let reply = try rawHTTPGet(port: port, path: "/api/state", host: host)
                 #expect(reply.hasPrefix("HTTP/1.1 \(status)"), "Host \(host): \(reply.prefix(200))")
             }
-            _ = controller
         }
     }
 
